@@ -1,0 +1,250 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Weir's ABI between the BPF programs and user space: the one source of truth for every map key,
+ * map value and ring-buffer record. The TypeScript codecs in src/datapath/abi.ts are checked
+ * against the BTF that clang emits for these structs (test/datapath/abi-btf.test.ts), so a change
+ * here that is not mirrored there fails the test suite instead of silently misreading memory.
+ *
+ * Rules for editing:
+ *  - Every struct is naturally aligned with explicit padding; sizes are _Static_asserted.
+ *  - A layout change bumps the map's version suffix (WEIR_MAP_VERSION / the _vN in map names), so an
+ *    upgraded agent never misreads a map pinned by an older one, and WEIR_EVENT_VERSION for records.
+ *  - Addresses are always 16 bytes: IPv6 as is, IPv4 as an IPv4-mapped IPv6 address
+ *    (::ffff:a.b.c.d), so one key type serves both families.
+ */
+#ifndef WEIR_ABI_H
+#define WEIR_ABI_H
+
+#include <linux/types.h>
+
+#define WEIR_EVENT_VERSION 1
+
+/* Reserved identities. Identities >= WEIR_ID_FIRST_DYNAMIC are label-set identities that user
+ * space allocates, one per distinct (namespace, namespace labels, pod labels). */
+#define WEIR_ID_ANY 0   /* wildcard peer in policy keys; never an endpoint's identity */
+#define WEIR_ID_HOST 1  /* this node (any address configured on it) */
+#define WEIR_ID_WORLD 2 /* an address no endpoint holds */
+#define WEIR_ID_FIRST_DYNAMIC 256
+
+enum weir_event_type {
+	WEIR_EV_FLOW_START = 1, /* a new flow was allowed (or audited) by a policy decision */
+	WEIR_EV_DENY = 2,       /* denied packet(s) of a flow; rate-limited per flow, see count */
+	WEIR_EV_FLOW_END = 3,   /* a tracked flow ended: FIN both ways, RST, or conntrack expiry */
+	WEIR_EV_LOST = 4,       /* ring-buffer reservations that failed since the last LOST record */
+};
+
+enum weir_verdict {
+	WEIR_VERDICT_NONE = 0,
+	WEIR_VERDICT_ALLOW = 1,
+	WEIR_VERDICT_DENY = 2,
+	WEIR_VERDICT_AUDIT = 3, /* would have been denied, passed because of audit mode */
+};
+
+/* Direction of a policy decision, relative to the endpoint whose policy decided. */
+enum weir_direction {
+	WEIR_DIR_INGRESS = 0,
+	WEIR_DIR_EGRESS = 1,
+	WEIR_DIR_BOTH = 2, /* flow-end records: they close the flow, not one decision */
+};
+
+/* Which program saw the packet. */
+enum weir_hook {
+	WEIR_HOOK_NONE = 0,
+	WEIR_HOOK_FROM_POD = 1, /* tc ingress on the host side of a pod veth: the pod's egress */
+	WEIR_HOOK_TO_POD = 2,   /* tc egress on the host side of a pod veth: the pod's ingress */
+	WEIR_HOOK_FROM_HOST_DEV = 3, /* tc ingress on a host device: traffic entering the node */
+	WEIR_HOOK_TO_HOST_DEV = 4,   /* tc egress on a host device: traffic leaving the node */
+	WEIR_HOOK_GC = 5,       /* the conntrack garbage collector (flow-end by expiry) */
+};
+
+/* Why a packet got its verdict. Every packet a Weir program sees is counted under exactly one
+ * reason in the per-CPU weir_stats map (packets and bytes); user space names them in metrics. */
+enum weir_reason {
+	WEIR_R_UNKNOWN = 0,
+	WEIR_R_ALLOW_POLICY = 1,         /* new flow, a policy rule allowed it */
+	WEIR_R_ALLOW_NOT_ISOLATED = 2,   /* new flow, no policy isolates the endpoint this way */
+	WEIR_R_ALLOW_ESTABLISHED = 3,    /* packet of a flow already allowed (either direction) */
+	WEIR_R_ALLOW_UNPOLICED = 4,      /* no Weir endpoint to police here (e.g. host device
+	                                    without a host endpoint) */
+	WEIR_R_PASS_NON_IP = 5,          /* ARP and other non-IP frames */
+	WEIR_R_PASS_NDP = 6,             /* IPv6 neighbour discovery / router solicitation */
+	WEIR_R_DENY_DEFAULT = 7,         /* isolated endpoint, no rule allowed the flow */
+	WEIR_R_DENY_POLICY = 8,          /* an explicit deny rule (global policies) */
+	WEIR_R_DROP_MALFORMED = 9,       /* truncated or inconsistent headers */
+	WEIR_R_DROP_SPOOFED = 10,        /* source address does not belong to the sending pod */
+	WEIR_R_DROP_UNAPPROVED_REPLY = 11, /* reply direction of a flow that was never allowed */
+	WEIR_R_AUDIT = 12,               /* would be denied; passed because of audit mode */
+	WEIR_R_DROP_CT_FULL = 13,        /* new flow could not be tracked (conntrack map full) */
+	WEIR_R_MAX = 16,
+};
+
+/* Per-CPU counters that are not per-packet reasons (map weir_counters, indexed by these). */
+enum weir_counter {
+	WEIR_C_EVENTS_LOST = 0,       /* ring-buffer reserve failures (records never written) */
+	WEIR_C_EVENTS_SENT = 1,       /* records committed to the ring buffer */
+	WEIR_C_DENY_SUPPRESSED = 2,   /* denied packets folded into a later DENY record (rate limit) */
+	WEIR_C_CT_CREATED = 3,
+	WEIR_C_CT_EXPIRED = 4,        /* entries removed by the collector */
+	WEIR_C_CT_CREATE_FAILED = 5,
+	WEIR_C_MAX = 8,
+};
+
+/* IP protocol numbers used in keys (0 = any in policy keys). */
+#define WEIR_PROTO_ANY 0
+#define WEIR_PROTO_ICMP 1
+#define WEIR_PROTO_TCP 6
+#define WEIR_PROTO_UDP 17
+#define WEIR_PROTO_ICMPV6 58
+#define WEIR_PROTO_SCTP 132
+
+/* ---- maps ---------------------------------------------------------------------------------- */
+
+/* weir_endpoints_v1 (hash): which endpoint holds an address. Key: a 16-byte address. */
+struct weir_ip_key {
+	__u8 addr[16];
+};
+
+#define WEIR_EP_LOCAL (1u << 0)            /* a pod on this node: its veth carries our programs */
+#define WEIR_EP_ISOLATED_INGRESS (1u << 1) /* some policy selects it for ingress */
+#define WEIR_EP_ISOLATED_EGRESS (1u << 2)  /* some policy selects it for egress */
+#define WEIR_EP_AUDIT (1u << 3)            /* endpoint in audit mode: denials pass, verdict AUDIT */
+
+struct weir_endpoint {
+	__u32 id;       /* endpoint id, stable for the endpoint's life, 0 = none */
+	__u32 identity; /* label-set identity */
+	__u32 ifindex;  /* host-side veth of a local pod; 0 = do not check the sending interface */
+	__u32 flags;    /* WEIR_EP_* */
+};
+
+/* weir_policy_v1 (hash): allow rules, compiled per (subject identity, direction).
+ * The datapath looks up, in this order, the first hit deciding and naming the rule:
+ *   {peer, proto, port} {peer, proto, 0} {peer, 0, 0} {ANY, proto, port} {ANY, proto, 0} {ANY, 0, 0}
+ * port 0 means every port of proto; proto 0 means every protocol (a rule without ports).
+ * User space puts, for each key, the lowest rule id among the rules producing it. */
+struct weir_policy_key {
+	__u32 identity;      /* the policed endpoint's identity */
+	__u32 peer_identity; /* the other side's identity, or WEIR_ID_ANY */
+	__u16 port;          /* destination port, host byte order; 0 = any */
+	__u8 proto;          /* WEIR_PROTO_*, 0 = any */
+	__u8 direction;      /* enum weir_direction: INGRESS or EGRESS */
+};
+
+struct weir_policy_value {
+	__u32 rule_id; /* names policy + direction + rule index in user space's rule table */
+	__u32 flags;   /* reserved (0) */
+};
+
+/* weir_ct_v1 (LRU hash): one entry per connection, keyed by the tuple of its first packet
+ * (the initiator's direction). Replies are found by looking up the reversed tuple. */
+struct weir_ct_key {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u16 sport; /* host byte order; ICMP echo: the identifier in both ports */
+	__u16 dport;
+	__u8 proto;
+	__u8 pad[3];
+};
+
+#define WEIR_CT_NEED_EGRESS (1u << 0)  /* source is a local pod: its egress policy must allow */
+#define WEIR_CT_NEED_INGRESS (1u << 1) /* destination is a local pod: its ingress must allow */
+#define WEIR_CT_EGRESS_OK (1u << 2)
+#define WEIR_CT_INGRESS_OK (1u << 3)
+#define WEIR_CT_FIN_FWD (1u << 4)      /* FIN seen from the initiator */
+#define WEIR_CT_FIN_REV (1u << 5)      /* FIN seen from the responder */
+#define WEIR_CT_RST (1u << 6)
+#define WEIR_CT_ENDED (1u << 7)        /* FLOW_END already emitted; the entry lingers briefly */
+#define WEIR_CT_SEEN_REPLY (1u << 8)
+#define WEIR_CT_AUDITED (1u << 9)      /* some decision passed only because of audit mode */
+
+struct weir_ct_entry {
+	__u64 created_ns;   /* bpf_ktime_get_ns() of the first packet */
+	__u64 last_seen_ns;
+	__u64 packets_fwd;  /* initiator -> responder */
+	__u64 bytes_fwd;
+	__u64 packets_rev;  /* responder -> initiator */
+	__u64 bytes_rev;
+	__u32 src_ep;       /* endpoint ids at creation (0 = not an endpoint) */
+	__u32 dst_ep;
+	__u32 src_identity;
+	__u32 dst_identity;
+	__u32 egress_rule_id;  /* rule that allowed the source's egress (0 = none needed/none) */
+	__u32 ingress_rule_id; /* rule that allowed the destination's ingress */
+	__u32 ifindex;      /* interface of the first packet */
+	__u16 flags;        /* WEIR_CT_* */
+	__u8 tcp_flags_fwd; /* OR of TCP flags seen per direction */
+	__u8 tcp_flags_rev;
+};
+
+/* weir_deny_rl_v1 (LRU hash, key struct weir_ct_key): rate limit of DENY records per flow. */
+struct weir_deny_rl {
+	__u64 last_event_ns;
+	__u32 suppressed; /* denied packets since the last DENY record */
+	__u32 pad;
+};
+
+/* weir_stats_v1 (per-CPU array, index enum weir_reason). */
+struct weir_stat {
+	__u64 packets;
+	__u64 bytes;
+};
+
+/* weir_counters_v1 (per-CPU array of __u64, index enum weir_counter). */
+
+/* ---- ring-buffer records (map weir_events_v1) ----------------------------------------------- */
+
+struct weir_event_hdr {
+	__u8 version; /* WEIR_EVENT_VERSION */
+	__u8 type;    /* enum weir_event_type */
+	__u16 len;    /* bytes of the whole record, header included */
+	__u32 cpu;
+};
+
+struct weir_flow_event {
+	struct weir_event_hdr hdr;
+	__u64 ts_ns;       /* bpf_ktime_get_ns() (CLOCK_MONOTONIC) when the record was made */
+	__u64 start_ns;    /* flow's first packet (FLOW_END); the packet's time otherwise */
+	__u8 saddr[16];    /* original source: the initiator as it sent the packet, before any NAT */
+	__u8 daddr[16];
+	__u16 sport;       /* host byte order */
+	__u16 dport;
+	__u8 proto;
+	__u8 family;       /* 4 or 6 */
+	__u8 direction;    /* enum weir_direction */
+	__u8 verdict;      /* enum weir_verdict */
+	__u16 reason;      /* enum weir_reason */
+	__u8 hook;         /* enum weir_hook */
+	__u8 tcp_flags;    /* flags of this packet (START/DENY) or OR of both ways (END) */
+	__u32 ifindex;
+	__u32 src_ep;      /* endpoint ids (0 = not an endpoint) */
+	__u32 dst_ep;
+	__u32 src_identity;
+	__u32 dst_identity;
+	__u32 egress_rule_id;  /* deciding rules; 0 = none (default deny, not isolated, ...) */
+	__u32 ingress_rule_id;
+	__u32 count;       /* DENY: packets this record stands for (1 + suppressed); 1 otherwise */
+	__u32 pad;
+	__u64 packets_fwd; /* FLOW_END: counters of the whole flow */
+	__u64 bytes_fwd;
+	__u64 packets_rev;
+	__u64 bytes_rev;
+};
+
+struct weir_lost_event {
+	struct weir_event_hdr hdr;
+	__u64 ts_ns;
+	__u64 lost; /* reservations that failed on this CPU since its previous LOST record */
+};
+
+_Static_assert(sizeof(struct weir_ip_key) == 16, "weir_ip_key layout");
+_Static_assert(sizeof(struct weir_endpoint) == 16, "weir_endpoint layout");
+_Static_assert(sizeof(struct weir_policy_key) == 12, "weir_policy_key layout");
+_Static_assert(sizeof(struct weir_policy_value) == 8, "weir_policy_value layout");
+_Static_assert(sizeof(struct weir_ct_key) == 40, "weir_ct_key layout");
+_Static_assert(sizeof(struct weir_ct_entry) == 80, "weir_ct_entry layout");
+_Static_assert(sizeof(struct weir_deny_rl) == 16, "weir_deny_rl layout");
+_Static_assert(sizeof(struct weir_stat) == 16, "weir_stat layout");
+_Static_assert(sizeof(struct weir_event_hdr) == 8, "weir_event_hdr layout");
+_Static_assert(sizeof(struct weir_flow_event) == 136, "weir_flow_event layout");
+_Static_assert(sizeof(struct weir_lost_event) == 24, "weir_lost_event layout");
+
+#endif /* WEIR_ABI_H */
