@@ -1,0 +1,115 @@
+// The datastore's view of the cluster: the current Namespaces, Pods and NetworkPolicies. Changes
+// come in as whole objects (an applied object replaces the previous version, labels included, as
+// `kubectl replace` does) and are checked as a batch first, so a bad batch changes nothing.
+import type { KubeObject, Namespace, NetworkPolicy, Pod } from './objects.js';
+import { describeObject, objectKey } from './objects.js';
+
+/** Namespaces that exist without a manifest, as in a new cluster. */
+const BUILTIN_NAMESPACES = ['default'];
+
+export interface ClusterSnapshot {
+  readonly namespaces: ReadonlyMap<string, Namespace>;
+  readonly pods: ReadonlyMap<string, Pod>;
+  readonly policies: ReadonlyMap<string, NetworkPolicy>;
+}
+
+export class ClusterStateError extends Error {
+  constructor(readonly problems: readonly string[]) {
+    super(`rejected (nothing was applied):\n${problems.map((p) => `  ${p}`).join('\n')}`);
+    this.name = 'ClusterStateError';
+  }
+}
+
+export class ClusterState implements ClusterSnapshot {
+  readonly namespaces = new Map<string, Namespace>();
+  readonly pods = new Map<string, Pod>();
+  readonly policies = new Map<string, NetworkPolicy>();
+
+  constructor(objects: readonly KubeObject[] = []) {
+    for (const name of BUILTIN_NAMESPACES) {
+      this.namespaces.set(name, { kind: 'Namespace', name, labels: { 'kubernetes.io/metadata.name': name } });
+    }
+    if (objects.length > 0) this.apply(objects);
+  }
+
+  objects(): KubeObject[] {
+    return [...this.namespaces.values(), ...this.pods.values(), ...this.policies.values()];
+  }
+
+  /** Creates or replaces objects. Checked as a whole first: on error nothing changes. */
+  apply(objects: readonly KubeObject[]): void {
+    const next = this.clone();
+    for (const obj of objects) next.put(obj);
+    next.checkReferences();
+    this.adopt(next);
+  }
+
+  /** Deletes objects (deleting a namespace deletes what is in it, as the API server does). */
+  delete(objects: readonly KubeObject[]): { deleted: string[]; missing: string[] } {
+    const next = this.clone();
+    const deleted: string[] = [];
+    const missing: string[] = [];
+    for (const obj of objects) {
+      const key = objectKey(obj);
+      const map = next.mapFor(obj.kind);
+      if (!map.delete(key)) {
+        missing.push(describeObject(obj));
+        continue;
+      }
+      deleted.push(describeObject(obj));
+      if (obj.kind === 'Namespace') {
+        for (const [k, p] of next.pods) if (p.namespace === key) next.pods.delete(k);
+        for (const [k, p] of next.policies) if (p.namespace === key) next.policies.delete(k);
+      }
+    }
+    this.adopt(next);
+    return { deleted, missing };
+  }
+
+  private put(obj: KubeObject): void {
+    (this.mapFor(obj.kind) as Map<string, KubeObject>).set(objectKey(obj), obj);
+  }
+
+  private mapFor(kind: KubeObject['kind']): Map<string, KubeObject> {
+    switch (kind) {
+      case 'Namespace': return this.namespaces as Map<string, KubeObject>;
+      case 'Pod': return this.pods as Map<string, KubeObject>;
+      case 'NetworkPolicy': return this.policies as Map<string, KubeObject>;
+    }
+  }
+
+  private checkReferences(): void {
+    const problems: string[] = [];
+    for (const obj of [...this.pods.values(), ...this.policies.values()]) {
+      if (!this.namespaces.has(obj.namespace)) {
+        problems.push(`${describeObject(obj)}: metadata.namespace: "${obj.namespace}" does not exist; add a Namespace object for it`);
+      }
+    }
+    // Two pods cannot hold the same address.
+    const owner = new Map<string, string>();
+    for (const pod of this.pods.values()) {
+      for (const ip of pod.ips) {
+        const other = owner.get(ip);
+        if (other) problems.push(`${describeObject(pod)}: status.podIPs: "${ip}" is already the address of Pod ${other}`);
+        else owner.set(ip, `${pod.namespace}/${pod.name}`);
+      }
+    }
+    if (problems.length > 0) throw new ClusterStateError(problems);
+  }
+
+  private clone(): ClusterState {
+    const c = new ClusterState();
+    c.namespaces.clear();
+    for (const [k, v] of this.namespaces) c.namespaces.set(k, v);
+    for (const [k, v] of this.pods) c.pods.set(k, v);
+    for (const [k, v] of this.policies) c.policies.set(k, v);
+    return c;
+  }
+
+  private adopt(other: ClusterState): void {
+    for (const [mine, theirs] of [[this.namespaces, other.namespaces], [this.pods, other.pods], [this.policies, other.policies]] as const) {
+      (mine as Map<string, unknown>).clear();
+      for (const [k, v] of theirs) (mine as Map<string, unknown>).set(k, v);
+    }
+  }
+}

@@ -1,0 +1,90 @@
+// The Kubernetes objects Weir reads, as validated, normalized models. Raw YAML/JSON is turned into
+// these by manifest.ts (files) and, later, by the Kubernetes datastore; nothing downstream of the
+// datastore ever sees an unvalidated object.
+
+export type Labels = Readonly<Record<string, string>>;
+
+export type SelectorOperator = 'In' | 'NotIn' | 'Exists' | 'DoesNotExist';
+
+export interface LabelSelectorRequirement {
+  readonly key: string;
+  readonly operator: SelectorOperator;
+  readonly values: readonly string[];
+}
+
+/** A Kubernetes label selector. An empty selector ({}) selects everything. */
+export interface LabelSelector {
+  readonly matchLabels: Labels;
+  readonly matchExpressions: readonly LabelSelectorRequirement[];
+}
+
+export type L4Protocol = 'TCP' | 'UDP' | 'SCTP';
+export type PolicyType = 'Ingress' | 'Egress';
+
+export interface ContainerPort {
+  readonly name?: string;
+  readonly port: number;
+  readonly protocol: L4Protocol;
+}
+
+export interface Namespace {
+  readonly kind: 'Namespace';
+  readonly name: string;
+  /** Includes kubernetes.io/metadata.name, as the API server sets it. */
+  readonly labels: Labels;
+}
+
+export interface Pod {
+  readonly kind: 'Pod';
+  readonly namespace: string;
+  readonly name: string;
+  readonly labels: Labels;
+  readonly ports: readonly ContainerPort[];
+  /** From status.podIP / status.podIPs when given; otherwise the lab assigns addresses. */
+  readonly ips: readonly string[];
+}
+
+export interface PolicyPort {
+  readonly protocol: L4Protocol;
+  /** undefined = every port of the protocol */
+  readonly port?: number;
+}
+
+export interface PolicyPeer {
+  /** undefined = no pod restriction given (with namespaceSelector: all pods of those namespaces) */
+  readonly podSelector?: LabelSelector;
+  /** undefined = the policy's own namespace */
+  readonly namespaceSelector?: LabelSelector;
+}
+
+export interface PolicyRule {
+  /** undefined = every peer (the rule had no from/to, or an empty list) */
+  readonly peers?: readonly PolicyPeer[];
+  /** undefined = every port and protocol */
+  readonly ports?: readonly PolicyPort[];
+}
+
+export interface NetworkPolicy {
+  readonly kind: 'NetworkPolicy';
+  readonly namespace: string;
+  readonly name: string;
+  readonly annotations: Labels;
+  readonly podSelector: LabelSelector;
+  /** With the API server's defaulting applied: Ingress always, Egress when egress rules exist. */
+  readonly policyTypes: readonly PolicyType[];
+  readonly ingress: readonly PolicyRule[];
+  readonly egress: readonly PolicyRule[];
+}
+
+export type KubeObject = Namespace | Pod | NetworkPolicy;
+export type KubeKind = KubeObject['kind'];
+
+/** "namespace/name" for namespaced objects, "name" for namespaces. */
+export function objectKey(obj: KubeObject): string {
+  return obj.kind === 'Namespace' ? obj.name : `${obj.namespace}/${obj.name}`;
+}
+
+/** How errors and logs name an object: `NetworkPolicy x/deny-all`. */
+export function describeObject(obj: { kind: string; namespace?: string; name: string }): string {
+  return obj.namespace ? `${obj.kind} ${obj.namespace}/${obj.name}` : `${obj.kind} ${obj.name}`;
+}

@@ -1,0 +1,202 @@
+// Validation of raw Kubernetes objects (as a user writes them in YAML) with zod, then
+// normalization into the models of objects.ts. Field paths in errors follow kubectl's style
+// (spec.ingress[0].ports[1].port) so users can find the line at once.
+import { z } from 'zod';
+import type {
+  ContainerPort, LabelSelector, Namespace, NetworkPolicy, Pod, PolicyPeer, PolicyPort, PolicyRule,
+  PolicyType,
+} from './objects.js';
+import { isIP } from 'node:net';
+
+// RFC 1123 label (namespace names) and subdomain (pod and policy names), as the API server checks.
+const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+const LABEL_NAME = /^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$/;
+
+function isQualifiedName(key: string): boolean {
+  const slash = key.indexOf('/');
+  const prefix = slash >= 0 ? key.slice(0, slash) : undefined;
+  const name = slash >= 0 ? key.slice(slash + 1) : key;
+  if (prefix !== undefined && (prefix.length === 0 || prefix.length > 253 || !DNS_SUBDOMAIN.test(prefix))) return false;
+  return name.length > 0 && name.length <= 63 && LABEL_NAME.test(name);
+}
+
+const labelKey = z.string().refine(isQualifiedName, {
+  error: 'must be a qualified name: an optional DNS subdomain prefix and "/", then up to 63 characters [A-Za-z0-9-_.] starting and ending alphanumeric',
+});
+const labelValue = z.string().refine((v) => v === '' || (v.length <= 63 && LABEL_NAME.test(v)), {
+  error: 'must be empty or up to 63 characters [A-Za-z0-9-_.] starting and ending alphanumeric',
+});
+const labelMap = z.record(labelKey, labelValue);
+
+const dnsLabel = z.string().max(63).regex(DNS_LABEL, { error: 'must be a lowercase RFC 1123 label ([a-z0-9-], at most 63)' });
+const dnsSubdomain = z.string().max(253).regex(DNS_SUBDOMAIN, { error: 'must be a lowercase RFC 1123 subdomain' });
+
+const protocol = z.enum(['TCP', 'UDP', 'SCTP'], { error: 'must be TCP, UDP or SCTP' }).default('TCP');
+const portNumber = z.int({ error: 'must be an integer port number' }).min(1, { error: 'must be 1-65535' }).max(65535, { error: 'must be 1-65535' });
+
+const selectorRequirement = z.strictObject({
+  key: labelKey,
+  operator: z.enum(['In', 'NotIn', 'Exists', 'DoesNotExist'], { error: 'must be In, NotIn, Exists or DoesNotExist' }),
+  values: z.array(labelValue).optional(),
+}).superRefine((req, ctx) => {
+  const n = req.values?.length ?? 0;
+  if ((req.operator === 'In' || req.operator === 'NotIn') && n === 0) {
+    ctx.addIssue({ code: 'custom', path: ['values'], message: `must be non-empty when operator is ${req.operator}` });
+  }
+  if ((req.operator === 'Exists' || req.operator === 'DoesNotExist') && n > 0) {
+    ctx.addIssue({ code: 'custom', path: ['values'], message: `must be empty when operator is ${req.operator}` });
+  }
+});
+
+const labelSelector = z.strictObject({
+  matchLabels: labelMap.optional(),
+  matchExpressions: z.array(selectorRequirement).optional(),
+});
+
+const metadata = z.looseObject({
+  name: z.string({ error: 'is required' }),
+  namespace: dnsLabel.optional(),
+  labels: labelMap.nullish(),
+  annotations: z.record(z.string(), z.string()).nullish(),
+});
+
+// The lab does not yet support every NetworkPolicy feature; it rejects what it cannot enforce
+// exactly instead of enforcing something else. (Named ports, endPort and ipBlock: policy-engine work.)
+const NOT_YET = 'is not supported by this version of Weir yet; the policy was rejected rather than enforced incompletely';
+
+const policyPort = z.strictObject({
+  protocol,
+  port: z.union([portNumber, z.string()]).optional(),
+  endPort: z.int().optional(),
+}).superRefine((p, ctx) => {
+  if (typeof p.port === 'string') {
+    if (/^\d+$/.test(p.port)) ctx.addIssue({ code: 'custom', path: ['port'], message: `"${p.port}" is a quoted number; write it as a number` });
+    else ctx.addIssue({ code: 'custom', path: ['port'], message: `"${p.port}": named ports ${NOT_YET}` });
+  }
+  if (p.endPort !== undefined) ctx.addIssue({ code: 'custom', path: ['endPort'], message: `${p.endPort}: port ranges ${NOT_YET}` });
+});
+
+const policyPeer = z.strictObject({
+  podSelector: labelSelector.optional(),
+  namespaceSelector: labelSelector.optional(),
+  ipBlock: z.unknown().optional(),
+}).superRefine((p, ctx) => {
+  if (p.ipBlock !== undefined) {
+    ctx.addIssue({ code: 'custom', path: ['ipBlock'], message: `ipBlock ${NOT_YET}` });
+  } else if (!p.podSelector && !p.namespaceSelector) {
+    ctx.addIssue({ code: 'custom', path: [], message: 'a peer must set podSelector, namespaceSelector or ipBlock' });
+  }
+});
+
+const ingressRule = z.strictObject({ from: z.array(policyPeer).nullish(), ports: z.array(policyPort).nullish() });
+const egressRule = z.strictObject({ to: z.array(policyPeer).nullish(), ports: z.array(policyPort).nullish() });
+
+export const networkPolicySchema = z.looseObject({
+  apiVersion: z.literal('networking.k8s.io/v1', { error: 'must be networking.k8s.io/v1' }),
+  kind: z.literal('NetworkPolicy'),
+  metadata: metadata.extend({ name: dnsSubdomain }),
+  spec: z.strictObject({
+    podSelector: labelSelector,
+    policyTypes: z.array(z.enum(['Ingress', 'Egress'], { error: 'must be Ingress or Egress' })).optional(),
+    ingress: z.array(ingressRule).nullish(),
+    egress: z.array(egressRule).nullish(),
+  }, { error: 'is required (spec.podSelector must be given; {} selects every pod)' }),
+});
+
+const containerPort = z.looseObject({
+  containerPort: portNumber,
+  protocol,
+  name: z.string().max(15).regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, { error: 'must be an IANA_SVC_NAME (lowercase, at most 15)' }).optional(),
+});
+
+const ipAddress = z.string().refine((s) => isIP(s) !== 0, { error: 'must be an IPv4 or IPv6 address' });
+
+export const podSchema = z.looseObject({
+  apiVersion: z.literal('v1', { error: 'must be v1' }),
+  kind: z.literal('Pod'),
+  metadata: metadata.extend({ name: dnsSubdomain }),
+  spec: z.looseObject({
+    containers: z.array(z.looseObject({
+      name: z.string().optional(),
+      ports: z.array(containerPort).nullish(),
+    })).min(1, { error: 'must list at least one container' }),
+  }),
+  status: z.looseObject({
+    podIP: ipAddress.optional(),
+    podIPs: z.array(z.looseObject({ ip: ipAddress })).optional(),
+  }).optional(),
+});
+
+export const namespaceSchema = z.looseObject({
+  apiVersion: z.literal('v1', { error: 'must be v1' }),
+  kind: z.literal('Namespace'),
+  metadata: metadata.extend({ name: dnsLabel }),
+});
+
+function toSelector(raw: z.infer<typeof labelSelector>): LabelSelector {
+  return {
+    matchLabels: { ...(raw.matchLabels ?? {}) },
+    matchExpressions: (raw.matchExpressions ?? []).map((e) => ({ key: e.key, operator: e.operator, values: [...(e.values ?? [])] })),
+  };
+}
+
+function toPeers(raw: z.infer<typeof policyPeer>[] | null | undefined): PolicyPeer[] | undefined {
+  if (!raw || raw.length === 0) return undefined; // no peers listed: every peer
+  return raw.map((p) => ({
+    ...(p.podSelector ? { podSelector: toSelector(p.podSelector) } : {}),
+    ...(p.namespaceSelector ? { namespaceSelector: toSelector(p.namespaceSelector) } : {}),
+  }));
+}
+
+function toPorts(raw: z.infer<typeof policyPort>[] | null | undefined): PolicyPort[] | undefined {
+  if (!raw || raw.length === 0) return undefined; // no ports listed: every port and protocol
+  return raw.map((p) => (typeof p.port === 'number' ? { protocol: p.protocol, port: p.port } : { protocol: p.protocol }));
+}
+
+export function normalizeNetworkPolicy(raw: z.infer<typeof networkPolicySchema>, defaultNamespace: string): NetworkPolicy {
+  const spec = raw.spec;
+  const ingress: PolicyRule[] = (spec.ingress ?? []).map((r) => ({ peers: toPeers(r.from), ports: toPorts(r.ports) }));
+  const egress: PolicyRule[] = (spec.egress ?? []).map((r) => ({ peers: toPeers(r.to), ports: toPorts(r.ports) }));
+  // The API server's defaulting: without policyTypes, Ingress always, Egress if egress rules exist.
+  const policyTypes: PolicyType[] = spec.policyTypes && spec.policyTypes.length > 0
+    ? [...new Set(spec.policyTypes)]
+    : (spec.egress && spec.egress.length > 0 ? ['Ingress', 'Egress'] : ['Ingress']);
+  return {
+    kind: 'NetworkPolicy',
+    namespace: raw.metadata.namespace ?? defaultNamespace,
+    name: raw.metadata.name,
+    annotations: { ...(raw.metadata.annotations ?? {}) },
+    podSelector: toSelector(spec.podSelector),
+    policyTypes,
+    ingress,
+    egress,
+  };
+}
+
+export function normalizePod(raw: z.infer<typeof podSchema>, defaultNamespace: string): Pod {
+  const ports: ContainerPort[] = [];
+  for (const c of raw.spec.containers) {
+    for (const p of c.ports ?? []) ports.push({ port: p.containerPort, protocol: p.protocol, ...(p.name ? { name: p.name } : {}) });
+  }
+  const ips = new Set<string>();
+  if (raw.status?.podIP) ips.add(raw.status.podIP);
+  for (const p of raw.status?.podIPs ?? []) ips.add(p.ip);
+  return {
+    kind: 'Pod',
+    namespace: raw.metadata.namespace ?? defaultNamespace,
+    name: raw.metadata.name,
+    labels: { ...(raw.metadata.labels ?? {}) },
+    ports,
+    ips: [...ips],
+  };
+}
+
+export function normalizeNamespace(raw: z.infer<typeof namespaceSchema>): Namespace {
+  // The API server always sets this label, so selectors can name namespaces.
+  return {
+    kind: 'Namespace',
+    name: raw.metadata.name,
+    labels: { ...(raw.metadata.labels ?? {}), 'kubernetes.io/metadata.name': raw.metadata.name },
+  };
+}

@@ -1,0 +1,151 @@
+import test from 'node:test';
+import assert from 'node:assert/strict';
+import { ClusterState } from '../../src/datastore/cluster.js';
+import { parseManifestText, type ManifestProblem } from '../../src/datastore/manifest.js';
+import { compilePolicy, EP_ISOLATED_EGRESS, EP_ISOLATED_INGRESS, EP_LOCAL, type CompiledDatapath, type PlacedPod } from '../../src/policy/compile.js';
+import { IdAllocator, NODE_RULE_ID } from '../../src/policy/ids.js';
+import { WEIR_ID_ANY, WEIR_ID_HOST } from '../../src/policy/reserved.js';
+import type { Pod } from '../../src/datastore/objects.js';
+
+const BASE = `
+apiVersion: v1
+kind: Namespace
+metadata: {name: x, labels: {team: blue}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: y}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: a, namespace: x, labels: {app: a}}
+spec: {containers: [{name: c}]}
+status: {podIP: 10.244.0.1}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: b, namespace: x, labels: {app: b}}
+spec: {containers: [{name: c}]}
+status: {podIP: 10.244.0.2}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: a, namespace: y, labels: {app: a}}
+spec: {containers: [{name: c}]}
+status: {podIPs: [{ip: 10.244.0.3}, {ip: "fd00::3"}]}
+`;
+
+function build(extra: string, ids = new IdAllocator()): { out: CompiledDatapath; ids: IdAllocator; id: (ip: string) => number } {
+  const problems: ManifestProblem[] = [];
+  const objects = parseManifestText(BASE + '---\n' + extra, 't.yaml', problems);
+  assert.deepEqual(problems, []);
+  const cluster = new ClusterState(objects.map((o) => o.object));
+  const placed: PlacedPod[] = [...cluster.pods.values()].map((pod: Pod, i) => ({ pod, ips: pod.ips, ifindex: 10 + i }));
+  const out = compilePolicy(cluster, placed, ids);
+  return { out, ids, id: (ip: string) => out.endpoints.get(ip)!.identity };
+}
+
+test('no policy: endpoints are local and not isolated, no policy entries', () => {
+  const { out } = build('');
+  assert.equal(out.endpoints.size, 4);
+  for (const ep of out.endpoints.values()) assert.equal(ep.flags, EP_LOCAL);
+  assert.equal(out.policy.size, 0);
+  // both addresses of y/a are the same endpoint
+  assert.equal(out.endpoints.get('10.244.0.3')!.id, out.endpoints.get('fd00::3')!.id);
+});
+
+test('default deny ingress isolates the selected pods for ingress only; node traffic stays allowed', () => {
+  const { out, id } = build(`
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: deny, namespace: x}
+spec: {podSelector: {}}
+`);
+  assert.equal(out.endpoints.get('10.244.0.1')!.flags, EP_LOCAL | EP_ISOLATED_INGRESS);
+  assert.equal(out.endpoints.get('10.244.0.2')!.flags, EP_LOCAL | EP_ISOLATED_INGRESS);
+  assert.equal(out.endpoints.get('10.244.0.3')!.flags, EP_LOCAL);
+  assert.deepEqual([...out.policy.values()].sort((p, q) => p.identity - q.identity), [
+    { identity: id('10.244.0.1'), peerIdentity: WEIR_ID_HOST, proto: 0, port: 0, direction: 0, ruleId: NODE_RULE_ID },
+    { identity: id('10.244.0.2'), peerIdentity: WEIR_ID_HOST, proto: 0, port: 0, direction: 0, ruleId: NODE_RULE_ID },
+  ]);
+});
+
+test('podSelector peers stay in the policy namespace; namespaceSelector picks namespaces; ports map to protocol numbers', () => {
+  const { out, id, ids } = build(`
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: allow, namespace: x}
+spec:
+  podSelector: {matchLabels: {app: b}}
+  ingress:
+  - from: [{podSelector: {matchLabels: {app: a}}}]
+    ports: [{port: 80}, {protocol: UDP, port: 53}]
+  - from: [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: y}}}]
+  egress:
+  - ports: [{protocol: TCP}]
+`);
+  const b = id('10.244.0.2');
+  const entries = [...out.policy.values()].filter((e) => e.identity === b && e.peerIdentity !== WEIR_ID_HOST);
+  const rule0 = ids.rule({ kind: 'NetworkPolicy', policy: 'x/allow', direction: 'Ingress', index: 0 });
+  const rule1 = ids.rule({ kind: 'NetworkPolicy', policy: 'x/allow', direction: 'Ingress', index: 1 });
+  const egress0 = ids.rule({ kind: 'NetworkPolicy', policy: 'x/allow', direction: 'Egress', index: 0 });
+  const sort = (l: typeof entries) => l.map((e) => JSON.stringify(e)).sort();
+  assert.deepEqual(sort(entries), sort([
+    // x/a (same namespace, app=a) on TCP 80 and UDP 53; y/a (app=a but other namespace) is not a peer of rule 0
+    { identity: b, peerIdentity: id('10.244.0.1'), proto: 6, port: 80, direction: 0, ruleId: rule0 },
+    { identity: b, peerIdentity: id('10.244.0.1'), proto: 17, port: 53, direction: 0, ruleId: rule0 },
+    // every pod of namespace y, every port
+    { identity: b, peerIdentity: id('10.244.0.3'), proto: 0, port: 0, direction: 0, ruleId: rule1 },
+    // egress to anyone on any TCP port
+    { identity: b, peerIdentity: WEIR_ID_ANY, proto: 6, port: 0, direction: 1, ruleId: egress0 },
+  ]));
+  assert.equal(out.endpoints.get('10.244.0.2')!.flags, EP_LOCAL | EP_ISOLATED_INGRESS | EP_ISOLATED_EGRESS);
+  assert.equal(out.endpoints.get('10.244.0.1')!.flags, EP_LOCAL);
+});
+
+test('podSelector AND namespaceSelector in one peer is an intersection; separate peers are a union', () => {
+  const { out, id } = build(`
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: and, namespace: x}
+spec:
+  podSelector: {matchLabels: {app: a}}
+  policyTypes: [Ingress]
+  ingress:
+  - from: [{namespaceSelector: {matchLabels: {team: blue}}, podSelector: {matchLabels: {app: b}}}]
+`);
+  const peers = [...out.policy.values()].filter((e) => e.identity === id('10.244.0.1') && e.peerIdentity !== WEIR_ID_HOST).map((e) => e.peerIdentity);
+  assert.deepEqual(peers, [id('10.244.0.2')]);
+});
+
+test('the same key from two rules names the lowest rule id; ids are stable across compiles', () => {
+  const policy = `
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: p1, namespace: x}
+spec: {podSelector: {}, ingress: [{}]}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: p2, namespace: x}
+spec: {podSelector: {}, ingress: [{}]}
+`;
+  const first = build(policy);
+  const r1 = first.ids.rule({ kind: 'NetworkPolicy', policy: 'x/p1', direction: 'Ingress', index: 0 });
+  const any = [...first.out.policy.values()].filter((e) => e.peerIdentity === WEIR_ID_ANY);
+  assert.equal(any.length, 2);
+  for (const e of any) assert.equal(e.ruleId, r1);
+  const again = build(policy, new IdAllocator(first.ids.toJSON()));
+  assert.deepEqual([...again.out.policy.entries()], [...first.out.policy.entries()]);
+});
+
+test('a policy type without rules isolates but allows nothing (egress default deny)', () => {
+  const { out } = build(`
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: deny-egress, namespace: y}
+spec: {podSelector: {}, policyTypes: [Egress]}
+`);
+  assert.equal(out.endpoints.get('fd00::3')!.flags, EP_LOCAL | EP_ISOLATED_EGRESS);
+  assert.deepEqual([...out.policy.values()].map((e) => [e.peerIdentity, e.direction]), [[WEIR_ID_HOST, 1]]);
+});
