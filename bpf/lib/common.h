@@ -1,0 +1,107 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Includes, helpers and the maps shared by every lib/ header. Only bpf/weir.c includes this chain,
+ * so the maps below are defined exactly once per object. */
+#ifndef WEIR_COMMON_H
+#define WEIR_COMMON_H
+
+#include <linux/bpf.h>
+#include <linux/pkt_cls.h>
+#include <linux/if_ether.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "weir_abi.h"
+
+#ifndef __always_inline
+#define __always_inline inline __attribute__((always_inline))
+#endif
+
+#define NSEC_PER_SEC 1000000000ULL
+
+/* TCP flag bits as in byte 13 of the TCP header. */
+#define WEIR_TCP_FIN 0x01
+#define WEIR_TCP_SYN 0x02
+#define WEIR_TCP_RST 0x04
+#define WEIR_TCP_PSH 0x08
+#define WEIR_TCP_ACK 0x10
+
+/* ---- maps: every one pinned by name, so the agent can reuse them across restarts. The _v1
+ * suffix is the layout version of weir_abi.h (see the rules at its top). --------------------- */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct weir_ip_key);
+	__type(value, struct weir_endpoint);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} weir_endpoints_v1 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 262144);
+	__type(key, struct weir_policy_key);
+	__type(value, struct weir_policy_value);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} weir_policy_v1 SEC(".maps");
+
+/* LRU: under pressure the least recently used flows are forgotten rather than new flows refused.
+ * A forgotten flow's next packet is simply re-evaluated as a new flow. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 262144);
+	__type(key, struct weir_ct_key);
+	__type(value, struct weir_ct_entry);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} weir_ct_v1 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct weir_ct_key);
+	__type(value, struct weir_deny_rl);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} weir_deny_rl_v1 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, WEIR_R_MAX);
+	__type(key, __u32);
+	__type(value, struct weir_stat);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} weir_stats_v1 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, WEIR_C_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} weir_counters_v1 SEC(".maps");
+
+/* Per CPU: ring-buffer reservations that failed and have not yet been reported in a LOST record. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} weir_lost_pend_v1 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} weir_events_v1 SEC(".maps");
+
+/* ---- runtime knobs: user space may change them before load; the verifier sees constants. ---- */
+
+/* At most one DENY record per flow key per interval; the packets in between are counted. */
+const volatile __u64 deny_event_interval_ns = 1 * NSEC_PER_SEC;
+/* Conntrack expiry (idle time since last_seen_ns), applied by weir_ct_gc. */
+const volatile __u64 tcp_syn_timeout_ns = 30 * NSEC_PER_SEC;          /* no reply seen yet */
+const volatile __u64 tcp_established_timeout_ns = 7200 * NSEC_PER_SEC;
+const volatile __u64 tcp_closed_timeout_ns = 10 * NSEC_PER_SEC;       /* FIN both ways or RST */
+const volatile __u64 udp_timeout_ns = 60 * NSEC_PER_SEC;
+const volatile __u64 other_timeout_ns = 60 * NSEC_PER_SEC;
+
+#endif /* WEIR_COMMON_H */

@@ -1,0 +1,313 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* The per-packet pipeline of the pod hooks (parse, endpoints, conntrack, policy, records) and of
+ * the host-device hooks. Each SEC() program in weir.c calls one of these with its hook as a
+ * compile-time constant, so the verifier and the optimiser drop the other hook's branches.
+ * docs/datapath.md describes the semantics; the comments here say why each branch exists. */
+#ifndef WEIR_DATAPATH_H
+#define WEIR_DATAPATH_H
+
+#include "common.h"
+#include "stats.h"
+#include "parse.h"
+#include "events.h"
+#include "policy.h"
+#include "conntrack.h"
+
+/* One packet at one hook. */
+struct weir_ctx {
+	struct weir_pkt p;
+	struct weir_flow_ids ids; /* filled on the slow paths only (records) */
+	__u64 now;
+	__u32 len;
+	__u32 ifindex;
+	__u8 hook;
+	__u8 dir; /* direction this hook polices: EGRESS at FROM_POD, INGRESS at TO_POD */
+};
+
+/* The single exit of every packet: count it under its reason, return the tc action. */
+static __always_inline int weir_verdict(const struct weir_ctx *c, __u32 reason, int action)
+{
+	weir_stat(reason, c->len);
+	return action;
+}
+
+static __always_inline void weir_ids_from_eps(struct weir_ctx *c, const struct weir_endpoint *sep,
+					      const struct weir_endpoint *dep)
+{
+	c->ids.src_ep = sep ? sep->id : 0;
+	c->ids.src_identity = sep ? sep->identity : WEIR_ID_WORLD;
+	c->ids.dst_ep = dep ? dep->id : 0;
+	c->ids.dst_identity = dep ? dep->identity : WEIR_ID_WORLD;
+	c->ids.egress_rule_id = 0;
+	c->ids.ingress_rule_id = 0;
+}
+
+static __always_inline void weir_ids_from_ct(struct weir_ctx *c, const struct weir_ct_entry *e)
+{
+	c->ids.src_ep = e->src_ep;
+	c->ids.dst_ep = e->dst_ep;
+	c->ids.src_identity = e->src_identity;
+	c->ids.dst_identity = e->dst_identity;
+	c->ids.egress_rule_id = e->egress_rule_id;
+	c->ids.ingress_rule_id = e->ingress_rule_id;
+}
+
+static __always_inline void weir_emit_packet(const struct weir_ctx *c, __u8 type, __u8 verdict,
+					     __u16 reason, __u32 count)
+{
+	struct weir_flow_meta m = {
+		.now = c->now,
+		.start_ns = c->now,
+		.ifindex = c->ifindex,
+		.count = count,
+		.reason = reason,
+		.type = type,
+		.family = c->p.family,
+		.direction = c->dir,
+		.verdict = verdict,
+		.hook = c->hook,
+		.tcp_flags = c->p.tcp_flags,
+	};
+
+	weir_emit_flow(&c->p.tuple, &c->ids, &m, 0);
+}
+
+/* Drops the packet. Every denied packet is represented in the records: per flow key at most one
+ * DENY record per deny_event_interval_ns, the packets in between counted into the next one. */
+static __always_inline int weir_deny(struct weir_ctx *c, __u16 reason)
+{
+	struct weir_deny_rl *rl = bpf_map_lookup_elem(&weir_deny_rl_v1, &c->p.tuple);
+	__u32 count = 1;
+
+	if (rl) {
+		__u64 last = rl->last_event_ns;
+
+		/* last > now: another CPU just wrote a record for this flow */
+		if (last > c->now || c->now - last < deny_event_interval_ns) {
+			__sync_fetch_and_add(&rl->suppressed, 1);
+			weir_count(WEIR_C_DENY_SUPPRESSED);
+			return weir_verdict(c, reason, TC_ACT_SHOT);
+		}
+		count += rl->suppressed;
+		rl->suppressed = 0;
+		rl->last_event_ns = c->now;
+	} else {
+		struct weir_deny_rl n = { .last_event_ns = c->now };
+
+		bpf_map_update_elem(&weir_deny_rl_v1, &c->p.tuple, &n, BPF_ANY);
+	}
+	weir_emit_packet(c, WEIR_EV_DENY, WEIR_VERDICT_DENY, reason, count);
+	return weir_verdict(c, reason, TC_ACT_SHOT);
+}
+
+/* A packet in the initiator's direction of a tracked flow. */
+static __always_inline int weir_ct_forward(struct weir_ctx *c, struct weir_ct_entry *e,
+					   const struct weir_endpoint *ep)
+{
+	const int from_pod = c->hook == WEIR_HOOK_FROM_POD;
+	const __u16 need = from_pod ? WEIR_CT_NEED_EGRESS : WEIR_CT_NEED_INGRESS;
+	const __u16 ok = from_pod ? WEIR_CT_EGRESS_OK : WEIR_CT_INGRESS_OK;
+	__u32 reason = WEIR_R_ALLOW_ESTABLISHED;
+
+	if ((e->flags & need) && !(e->flags & ok)) {
+		/* This side has not approved the flow yet (e.g. pod-to-pod: the source's egress
+		 * allowed it at FROM_POD, now the destination's ingress decides at TO_POD). */
+		struct weir_decision d;
+		__u32 peer = from_pod ? e->dst_identity : e->src_identity;
+
+		weir_policy_decide(ep, c->dir, peer, &c->p, &d);
+		weir_ids_from_ct(c, e);
+		if (d.verdict == WEIR_VERDICT_DENY)
+			return weir_deny(c, d.reason);
+		if (from_pod) {
+			e->egress_rule_id = d.rule_id;
+			c->ids.egress_rule_id = d.rule_id;
+		} else {
+			e->ingress_rule_id = d.rule_id;
+			c->ids.ingress_rule_id = d.rule_id;
+		}
+		e->flags |= ok | (d.verdict == WEIR_VERDICT_AUDIT ? WEIR_CT_AUDITED : 0);
+		weir_emit_packet(c, WEIR_EV_FLOW_START, d.verdict, d.reason, 1);
+		reason = d.reason;
+	}
+	/* Count each packet at one hook only: pod-to-pod packets are counted leaving the source
+	 * pod, never again entering the destination pod. */
+	if (from_pod || !(e->flags & WEIR_CT_NEED_EGRESS))
+		weir_ct_account(&c->p.tuple, e, 0, c->len, c->p.tcp_flags, c->hook, c->ifindex, c->now);
+	return weir_verdict(c, reason, TC_ACT_OK);
+}
+
+/* A packet in the responder's direction: no policy, but only for flows every side approved. */
+static __always_inline int weir_ct_reply(struct weir_ctx *c, struct weir_ct_entry *e,
+					 const struct weir_ct_key *fwd_key)
+{
+	if (!weir_ct_approved(e)) {
+		/* e.g. the destination's ingress denied the request: its answer must not pass */
+		weir_ids_from_ct(c, e);
+		return weir_deny(c, WEIR_R_DROP_UNAPPROVED_REPLY);
+	}
+	/* the reply's source is the flow's destination: local (counted leaving it) or not */
+	if (c->hook == WEIR_HOOK_FROM_POD || !(e->flags & WEIR_CT_NEED_INGRESS))
+		weir_ct_account(fwd_key, e, 1, c->len, c->p.tcp_flags, c->hook, c->ifindex, c->now);
+	return weir_verdict(c, WEIR_R_ALLOW_ESTABLISHED, TC_ACT_OK);
+}
+
+/* A packet no flow knows: this hook's policy decides, and an allowed flow is tracked. */
+static __always_inline int weir_new_flow(struct weir_ctx *c, const struct weir_endpoint *sep,
+					 const struct weir_endpoint *dep)
+{
+	const int from_pod = c->hook == WEIR_HOOK_FROM_POD;
+	const struct weir_endpoint *ep;
+	struct weir_ct_entry *e;
+	struct weir_decision d;
+	int src_local, dst_local, counts;
+
+	/* the polic(ed) endpoint was looked up by the caller; the peer only now */
+	if (from_pod)
+		dep = bpf_map_lookup_elem(&weir_endpoints_v1, c->p.tuple.daddr);
+	else
+		sep = bpf_map_lookup_elem(&weir_endpoints_v1, c->p.tuple.saddr);
+	weir_ids_from_eps(c, sep, dep);
+	ep = from_pod ? sep : dep;
+	if (!ep) /* cannot happen: the caller checked; keeps the verifier sure */
+		return weir_verdict(c, WEIR_R_UNKNOWN, TC_ACT_OK);
+	weir_policy_decide(ep, c->dir, from_pod ? c->ids.dst_identity : c->ids.src_identity, &c->p, &d);
+	if (d.verdict == WEIR_VERDICT_DENY)
+		return weir_deny(c, d.reason);
+	if (from_pod)
+		c->ids.egress_rule_id = d.rule_id;
+	else
+		c->ids.ingress_rule_id = d.rule_id;
+
+	/* Later fragments carry no ports: judged one by one, never tracked (docs: Fragments). */
+	if (c->p.later_fragment)
+		return weir_verdict(c, d.reason, TC_ACT_OK);
+
+	src_local = sep && (sep->flags & WEIR_EP_LOCAL);
+	dst_local = dep && (dep->flags & WEIR_EP_LOCAL);
+	counts = from_pod || !src_local;
+	{
+		struct weir_ct_entry n = {};
+
+		n.created_ns = c->now;
+		n.last_seen_ns = c->now;
+		n.src_ep = c->ids.src_ep;
+		n.dst_ep = c->ids.dst_ep;
+		n.src_identity = c->ids.src_identity;
+		n.dst_identity = c->ids.dst_identity;
+		n.egress_rule_id = c->ids.egress_rule_id;
+		n.ingress_rule_id = c->ids.ingress_rule_id;
+		n.ifindex = c->ifindex;
+		n.flags = (src_local ? WEIR_CT_NEED_EGRESS : 0) | (dst_local ? WEIR_CT_NEED_INGRESS : 0) |
+			  (from_pod ? WEIR_CT_EGRESS_OK : WEIR_CT_INGRESS_OK) |
+			  (d.verdict == WEIR_VERDICT_AUDIT ? WEIR_CT_AUDITED : 0);
+		if (counts) {
+			n.packets_fwd = 1;
+			n.bytes_fwd = c->len;
+			n.tcp_flags_fwd = c->p.tcp_flags;
+			if (c->p.tuple.proto == WEIR_PROTO_TCP) {
+				/* a stray RST/FIN opening a "flow": let the short timeout collect it */
+				if (c->p.tcp_flags & WEIR_TCP_RST)
+					n.flags |= WEIR_CT_RST;
+				if (c->p.tcp_flags & WEIR_TCP_FIN)
+					n.flags |= WEIR_CT_FIN_FWD;
+			}
+		}
+		if (bpf_map_update_elem(&weir_ct_v1, &c->p.tuple, &n, BPF_NOEXIST)) {
+			/* Another CPU created it in the meantime: carry on as one of its packets. */
+			e = bpf_map_lookup_elem(&weir_ct_v1, &c->p.tuple);
+			if (e)
+				return weir_ct_forward(c, e, ep);
+			weir_count(WEIR_C_CT_CREATE_FAILED);
+			return weir_deny(c, WEIR_R_DROP_CT_FULL);
+		}
+	}
+	weir_count(WEIR_C_CT_CREATED);
+	weir_emit_packet(c, WEIR_EV_FLOW_START, d.verdict, d.reason, 1);
+	return weir_verdict(c, d.reason, TC_ACT_OK);
+}
+
+static __always_inline int weir_pod_hook(struct __sk_buff *skb, const __u8 hook)
+{
+	struct weir_ctx c;
+	const struct weir_endpoint *sep = 0, *dep = 0, *ep;
+	struct weir_ct_entry *e;
+	struct weir_ct_key rkey;
+	int r;
+
+	__builtin_memset(&c.p, 0, sizeof(c.p));
+	c.len = skb->len;
+	c.ifindex = skb->ifindex;
+	c.hook = hook;
+	c.dir = hook == WEIR_HOOK_FROM_POD ? WEIR_DIR_EGRESS : WEIR_DIR_INGRESS;
+
+	r = weir_parse(skb, &c.p);
+	if (r == WEIR_PARSE_NON_IP)
+		return weir_verdict(&c, WEIR_R_PASS_NON_IP, TC_ACT_OK);
+	if (r != WEIR_PARSE_OK)
+		return weir_verdict(&c, WEIR_R_DROP_MALFORMED, TC_ACT_SHOT);
+	/* neighbour discovery from link-local addresses: no endpoint holds them, never police */
+	if (weir_is_ndp(&c.p))
+		return weir_verdict(&c, WEIR_R_PASS_NDP, TC_ACT_OK);
+	c.now = bpf_ktime_get_ns();
+
+	if (hook == WEIR_HOOK_FROM_POD) {
+		/* anti-spoofing: a pod may only send from its own addresses, through its own veth */
+		sep = bpf_map_lookup_elem(&weir_endpoints_v1, c.p.tuple.saddr);
+		if (!sep || !(sep->flags & WEIR_EP_LOCAL) ||
+		    (sep->ifindex && sep->ifindex != c.ifindex)) {
+			dep = bpf_map_lookup_elem(&weir_endpoints_v1, c.p.tuple.daddr);
+			weir_ids_from_eps(&c, sep, dep);
+			return weir_deny(&c, WEIR_R_DROP_SPOOFED);
+		}
+		ep = sep;
+	} else {
+		dep = bpf_map_lookup_elem(&weir_endpoints_v1, c.p.tuple.daddr);
+		/* not addressed to a local endpoint (e.g. routed through): nobody's ingress to police */
+		if (!dep || !(dep->flags & WEIR_EP_LOCAL))
+			return weir_verdict(&c, WEIR_R_ALLOW_UNPOLICED, TC_ACT_OK);
+		ep = dep;
+	}
+
+	if (c.p.later_fragment)
+		return weir_new_flow(&c, sep, dep);
+
+	e = bpf_map_lookup_elem(&weir_ct_v1, &c.p.tuple);
+	if (e) {
+		if (!weir_ct_is_reuse(e, c.p.tuple.proto, c.p.tcp_flags))
+			return weir_ct_forward(&c, e, ep);
+		/* port reuse after a close: forget the old flow, judge the new one afresh */
+		bpf_map_delete_elem(&weir_ct_v1, &c.p.tuple);
+	} else {
+		weir_ct_reverse(&rkey, &c.p.tuple);
+		e = bpf_map_lookup_elem(&weir_ct_v1, &rkey);
+		if (e) {
+			if (!weir_ct_is_reuse(e, c.p.tuple.proto, c.p.tcp_flags))
+				return weir_ct_reply(&c, e, &rkey);
+			bpf_map_delete_elem(&weir_ct_v1, &rkey);
+		}
+	}
+	return weir_new_flow(&c, sep, dep);
+}
+
+/* Host devices: no host endpoints yet, so nothing is policed or tracked here and nothing is ever
+ * dropped on Weir's account; the packet is only classified and counted (docs: Host devices). */
+static __always_inline int weir_host_hook(struct __sk_buff *skb, const __u8 hook)
+{
+	struct weir_pkt p;
+	__u32 reason;
+	int r;
+
+	__builtin_memset(&p, 0, sizeof(p));
+	r = weir_parse(skb, &p);
+	if (r == WEIR_PARSE_NON_IP)
+		reason = WEIR_R_PASS_NON_IP;
+	else if (r == WEIR_PARSE_OK && weir_is_ndp(&p))
+		reason = WEIR_R_PASS_NDP;
+	else
+		reason = WEIR_R_ALLOW_UNPOLICED;
+	weir_stat(reason, skb->len);
+	return TC_ACT_OK;
+}
+
+#endif /* WEIR_DATAPATH_H */
