@@ -182,8 +182,17 @@ export class LabNetwork {
       // makes the first packet of every flow go through without resolution).
       await run('ip', ['-n', node, 'addr', 'add', `${POD_GATEWAY_V6}/64`, 'dev', hostIf, 'nodad']);
       await run('ip', ['-n', node, 'link', 'set', hostIf, 'up']);
-      await run('ip', ['-n', node, 'route', 'replace', `${pod.ipv4}/32`, 'dev', hostIf]);
-      await run('ip', ['-n', node, '-6', 'route', 'replace', `${pod.ipv6}/128`, 'dev', hostIf]);
+      // `add`, not `replace`: the old routes of this pod went with its old veth, so an existing
+      // route means another pod of the lab has the address.
+      for (const [family, addr, len] of [['-4', pod.ipv4, 32], ['-6', pod.ipv6, 128]] as const) {
+        try {
+          await run('ip', ['-n', node, family, 'route', 'add', `${addr}/${len}`, 'dev', hostIf]);
+        } catch (err) {
+          if (!/file exists/i.test((err as Error).message)) throw err;
+          const existing = (await run('ip', ['-n', node, family, 'route', 'show', `${addr}/${len}`])).stdout.trim();
+          throw new Error(`${pod.key}: ${addr} is already routed in ${node} (${existing}); is it another pod's address?`);
+        }
+      }
       await run('ip', ['-n', node, 'neigh', 'replace', pod.ipv4, 'lladdr', podMac, 'dev', hostIf, 'nud', 'permanent']);
       await run('ip', ['-n', node, 'neigh', 'replace', pod.ipv6, 'lladdr', podMac, 'dev', hostIf, 'nud', 'permanent']);
       const hostIfindex = (await linkInfo(node, hostIf)).ifindex;

@@ -164,6 +164,13 @@ test('three pods: all pairs connect over TCP and UDP, IPv4 and IPv6, through the
       { from: pods[0]!, to: { ip: nets[1]!.ipv6, port: 80, protocol: 'TCP' } },
     ]), [true, true]);
 
+    // A second pod with an address in use fails clearly and leaves nothing behind.
+    const dup: LabPodNet = { key: 'default/dup', ipv4: nets[0]!.ipv4, ipv6: 'fd00:10:244::99', ports: WEB };
+    await assert.rejects(lab.addPod(dup), /default\/dup: 10\.244\.0\.11 is already routed/);
+    assert.ok(!netnsList().includes(lab.podNetnsName(dup.key)), 'failed addPod removed its netns');
+    assert.deepEqual(processesMentioning(`${stateDir}/pods/default_dup`), []);
+    assert.equal((await probe(pods[1]!, { ip: nets[0]!.ipv4, port: 80, protocol: 'TCP' })).connected, true);
+
     // removePod: agent and netns gone, the pod unreachable, the others unaffected; idempotent.
     const gone = pods[2]!;
     await lab.removePod(gone);
