@@ -10,6 +10,7 @@ import {
   LabNetwork,
   LabPodNet,
   PodAttachment,
+  agentRequest,
   hostIfnameFor,
   probe,
   probeMany,
@@ -216,6 +217,13 @@ test('nine pods: a full 9x9 matrix costs about one timeout, and destroy finds ag
     assert.ok(res.every((c) => !c), 'blackholed probes do not connect');
     assert.ok(elapsed >= timeoutMs, `waited for the timeout (${elapsed} ms)`);
     assert.ok(elapsed < 3 * timeoutMs, `81 timing-out probes took ${elapsed} ms, expected about ${timeoutMs} ms`);
+
+    // The control protocol: ping names the pod, exit stops the agent.
+    assert.deepEqual(await agentRequest(pods[0]!.socketPath, { op: 'ping', id: 7 }, 2_000), { ok: true, name: 'default/pod-1', id: 7 });
+    assert.equal((await agentRequest(pods[0]!.socketPath, { op: 'nope' } as never, 2_000)).ok, false);
+    assert.deepEqual(await agentRequest(pods[0]!.socketPath, { op: 'exit' }, 2_000), { ok: true });
+    for (let i = 0; i < 100 && processesMentioning(pods[0]!.socketPath).length > 0; i++) await new Promise((r) => setTimeout(r, 20));
+    assert.deepEqual(processesMentioning(pods[0]!.socketPath), [], 'agent exited on {"op":"exit"}');
 
     // A fresh LabNetwork (as after a CLI restart) knows no attachments: destroy() still finds
     // the agents through their pid files and the netns by name.
