@@ -7,6 +7,14 @@ import { describeObject, objectKey } from './objects.js';
 /** Namespaces that exist without a manifest, as in a new cluster. */
 const BUILTIN_NAMESPACES = ['default'];
 
+function builtinNamespace(name: string): Namespace {
+  return { kind: 'Namespace', name, labels: { 'kubernetes.io/metadata.name': name } };
+}
+
+function isUntouchedBuiltin(ns: Namespace): boolean {
+  return BUILTIN_NAMESPACES.includes(ns.name) && JSON.stringify(ns) === JSON.stringify(builtinNamespace(ns.name));
+}
+
 export interface ClusterSnapshot {
   readonly namespaces: ReadonlyMap<string, Namespace>;
   readonly pods: ReadonlyMap<string, Pod>;
@@ -27,13 +35,15 @@ export class ClusterState implements ClusterSnapshot {
 
   constructor(objects: readonly KubeObject[] = []) {
     for (const name of BUILTIN_NAMESPACES) {
-      this.namespaces.set(name, { kind: 'Namespace', name, labels: { 'kubernetes.io/metadata.name': name } });
+      this.namespaces.set(name, builtinNamespace(name));
     }
     if (objects.length > 0) this.apply(objects);
   }
 
+  /** Every object, less built-in namespaces nobody changed. */
   objects(): KubeObject[] {
-    return [...this.namespaces.values(), ...this.pods.values(), ...this.policies.values()];
+    const namespaces = [...this.namespaces.values()].filter((ns) => !isUntouchedBuiltin(ns));
+    return [...namespaces, ...this.pods.values(), ...this.policies.values()];
   }
 
   /** Creates or replaces objects. Checked as a whole first: on error nothing changes. */

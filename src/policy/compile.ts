@@ -9,13 +9,12 @@ import type { ClusterSnapshot } from '../datastore/cluster.js';
 import type { Labels, NetworkPolicy, Pod, PolicyPeer, PolicyType } from '../datastore/objects.js';
 import { matchesSelector } from './selector.js';
 import { IdAllocator, NODE_RULE_ID } from './ids.js';
-import { WEIR_ID_ANY, WEIR_ID_HOST } from './reserved.js';
+import { EndpointFlag, Identity, Proto } from '../datapath/abi.js';
 
-export const PROTO_NUMBER = { TCP: 6, UDP: 17, SCTP: 132 } as const;
-
-export const EP_LOCAL = 1 << 0;
-export const EP_ISOLATED_INGRESS = 1 << 1;
-export const EP_ISOLATED_EGRESS = 1 << 2;
+const PROTO_NUMBER = { TCP: Proto.TCP, UDP: Proto.UDP, SCTP: Proto.SCTP } as const;
+export const EP_LOCAL = EndpointFlag.LOCAL;
+export const EP_ISOLATED_INGRESS = EndpointFlag.ISOLATED_INGRESS;
+export const EP_ISOLATED_EGRESS = EndpointFlag.ISOLATED_EGRESS;
 
 export interface EndpointEntry {
   /** pod key "namespace/name" */
@@ -121,7 +120,7 @@ export function compilePolicy(cluster: ClusterSnapshot, placed: readonly PlacedP
       pol[rules].forEach((rule, index) => {
         const ruleId = ids.rule({ kind: 'NetworkPolicy', policy: `${pol.namespace}/${pol.name}`, direction: type, index });
         const peers = rule.peers === undefined
-          ? [WEIR_ID_ANY]
+          ? [Identity.ANY]
           : [...identities.values()].filter((who) => rule.peers!.some((p) => peerMatches(p, pol, who))).map((who) => who.id);
         const ports = rule.ports === undefined
           ? [{ proto: 0, port: 0 }]
@@ -140,7 +139,7 @@ export function compilePolicy(cluster: ClusterSnapshot, placed: readonly PlacedP
   // semantics), so isolated identities get an explicit allow for the HOST identity.
   for (const [id, flags] of isolation) {
     for (const { dir, flag } of DIRECTIONS) {
-      if (flags & flag) put({ identity: id, peerIdentity: WEIR_ID_HOST, proto: 0, port: 0, direction: dir, ruleId: NODE_RULE_ID });
+      if (flags & flag) put({ identity: id, peerIdentity: Identity.HOST, proto: 0, port: 0, direction: dir, ruleId: NODE_RULE_ID });
     }
   }
 

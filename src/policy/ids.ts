@@ -1,7 +1,7 @@
 // Stable numeric ids for what the datapath names by number: label-set identities, endpoints and
 // policy rules. Ids are never reused while the allocator's state is kept (the lab persists it), so
 // a flow event recorded before a change still resolves to what it meant when the packet flowed.
-import { WEIR_ID_FIRST_DYNAMIC } from './reserved.js';
+import { Identity } from '../datapath/abi.js';
 
 export interface RuleInfo {
   readonly kind: 'NetworkPolicy' | 'Builtin';
@@ -33,7 +33,7 @@ export class IdAllocator {
       endpoints: {},
       rules: {},
       ruleInfo: { [NODE_RULE_ID]: { kind: 'Builtin', policy: 'node-always-allowed', direction: 'Ingress', index: 0 } },
-      next: { identity: WEIR_ID_FIRST_DYNAMIC, endpoint: 1, rule: FIRST_RULE_ID },
+      next: { identity: Identity.FIRST_DYNAMIC, endpoint: 1, rule: FIRST_RULE_ID },
     };
   }
 

@@ -4,7 +4,7 @@ import { ClusterState } from '../../src/datastore/cluster.js';
 import { parseManifestText, type ManifestProblem } from '../../src/datastore/manifest.js';
 import { compilePolicy, EP_ISOLATED_EGRESS, EP_ISOLATED_INGRESS, EP_LOCAL, type CompiledDatapath, type PlacedPod } from '../../src/policy/compile.js';
 import { IdAllocator, NODE_RULE_ID } from '../../src/policy/ids.js';
-import { WEIR_ID_ANY, WEIR_ID_HOST } from '../../src/policy/reserved.js';
+import { Identity } from '../../src/datapath/abi.js';
 import type { Pod } from '../../src/datastore/objects.js';
 
 const BASE = `
@@ -65,8 +65,8 @@ spec: {podSelector: {}}
   assert.equal(out.endpoints.get('10.244.0.2')!.flags, EP_LOCAL | EP_ISOLATED_INGRESS);
   assert.equal(out.endpoints.get('10.244.0.3')!.flags, EP_LOCAL);
   assert.deepEqual([...out.policy.values()].sort((p, q) => p.identity - q.identity), [
-    { identity: id('10.244.0.1'), peerIdentity: WEIR_ID_HOST, proto: 0, port: 0, direction: 0, ruleId: NODE_RULE_ID },
-    { identity: id('10.244.0.2'), peerIdentity: WEIR_ID_HOST, proto: 0, port: 0, direction: 0, ruleId: NODE_RULE_ID },
+    { identity: id('10.244.0.1'), peerIdentity: Identity.HOST, proto: 0, port: 0, direction: 0, ruleId: NODE_RULE_ID },
+    { identity: id('10.244.0.2'), peerIdentity: Identity.HOST, proto: 0, port: 0, direction: 0, ruleId: NODE_RULE_ID },
   ]);
 });
 
@@ -85,7 +85,7 @@ spec:
   - ports: [{protocol: TCP}]
 `);
   const b = id('10.244.0.2');
-  const entries = [...out.policy.values()].filter((e) => e.identity === b && e.peerIdentity !== WEIR_ID_HOST);
+  const entries = [...out.policy.values()].filter((e) => e.identity === b && e.peerIdentity !== Identity.HOST);
   const rule0 = ids.rule({ kind: 'NetworkPolicy', policy: 'x/allow', direction: 'Ingress', index: 0 });
   const rule1 = ids.rule({ kind: 'NetworkPolicy', policy: 'x/allow', direction: 'Ingress', index: 1 });
   const egress0 = ids.rule({ kind: 'NetworkPolicy', policy: 'x/allow', direction: 'Egress', index: 0 });
@@ -97,7 +97,7 @@ spec:
     // every pod of namespace y, every port
     { identity: b, peerIdentity: id('10.244.0.3'), proto: 0, port: 0, direction: 0, ruleId: rule1 },
     // egress to anyone on any TCP port
-    { identity: b, peerIdentity: WEIR_ID_ANY, proto: 6, port: 0, direction: 1, ruleId: egress0 },
+    { identity: b, peerIdentity: Identity.ANY, proto: 6, port: 0, direction: 1, ruleId: egress0 },
   ]));
   assert.equal(out.endpoints.get('10.244.0.2')!.flags, EP_LOCAL | EP_ISOLATED_INGRESS | EP_ISOLATED_EGRESS);
   assert.equal(out.endpoints.get('10.244.0.1')!.flags, EP_LOCAL);
@@ -114,7 +114,7 @@ spec:
   ingress:
   - from: [{namespaceSelector: {matchLabels: {team: blue}}, podSelector: {matchLabels: {app: b}}}]
 `);
-  const peers = [...out.policy.values()].filter((e) => e.identity === id('10.244.0.1') && e.peerIdentity !== WEIR_ID_HOST).map((e) => e.peerIdentity);
+  const peers = [...out.policy.values()].filter((e) => e.identity === id('10.244.0.1') && e.peerIdentity !== Identity.HOST).map((e) => e.peerIdentity);
   assert.deepEqual(peers, [id('10.244.0.2')]);
 });
 
@@ -132,7 +132,7 @@ spec: {podSelector: {}, ingress: [{}]}
 `;
   const first = build(policy);
   const r1 = first.ids.rule({ kind: 'NetworkPolicy', policy: 'x/p1', direction: 'Ingress', index: 0 });
-  const any = [...first.out.policy.values()].filter((e) => e.peerIdentity === WEIR_ID_ANY);
+  const any = [...first.out.policy.values()].filter((e) => e.peerIdentity === Identity.ANY);
   assert.equal(any.length, 2);
   for (const e of any) assert.equal(e.ruleId, r1);
   const again = build(policy, new IdAllocator(first.ids.toJSON()));
@@ -147,5 +147,5 @@ metadata: {name: deny-egress, namespace: y}
 spec: {podSelector: {}, policyTypes: [Egress]}
 `);
   assert.equal(out.endpoints.get('fd00::3')!.flags, EP_LOCAL | EP_ISOLATED_EGRESS);
-  assert.deepEqual([...out.policy.values()].map((e) => [e.peerIdentity, e.direction]), [[WEIR_ID_HOST, 1]]);
+  assert.deepEqual([...out.policy.values()].map((e) => [e.peerIdentity, e.direction]), [[Identity.HOST, 1]]);
 });

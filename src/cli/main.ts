@@ -1,0 +1,140 @@
+#!/usr/bin/env node
+// The `weir` command line. Each subcommand is a thin shell over a library call; errors print one
+// clear message (no stack trace) and exit non-zero.
+import { spawnSync } from 'node:child_process';
+import { Command, Option, InvalidArgumentError } from 'commander';
+import { Lab, DEFAULT_LAB } from '../lab/lab.js';
+import { readLabState } from '../lab/state.js';
+import { formatProbeTable, probeLab } from '../lab/probe.js';
+import { formatLabStatus } from '../lab/status.js';
+import { observeLab } from '../flows/observe.js';
+import { runDemo } from './demo.js';
+
+function portNumber(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1 || n > 65535) throw new InvalidArgumentError(`"${value}" is not a port number (1-65535)`);
+  return n;
+}
+
+function positiveInt(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError(`"${value}" is not a positive integer`);
+  return n;
+}
+
+function podRef(value: string): string {
+  if (!/^[a-z0-9-]+\/[a-z0-9.-]+$/.test(value)) throw new InvalidArgumentError(`"${value}" is not NAMESPACE/POD`);
+  return value;
+}
+
+function printChange(change: { created: string[]; updated: string[]; deleted: string[] }): void {
+  for (const c of change.created) console.log(`created ${c}`);
+  for (const c of change.updated) console.log(`updated ${c}`);
+  for (const c of change.deleted) console.log(`deleted ${c}`);
+  if (change.created.length + change.updated.length + change.deleted.length === 0) console.log('no changes');
+}
+
+export function buildCli(): Command {
+  const program = new Command('weir')
+    .description('eBPF network policy enforcement and flow logging for Kubernetes nodes and Linux hosts')
+    .showHelpAfterError();
+
+  const lab = program.command('lab').description('a Kubernetes node on this machine: pods as network namespaces, real traffic through the real datapath');
+  const labName = () => new Option('--name <lab>', 'lab name, so several labs can coexist').env('WEIR_LAB').default(DEFAULT_LAB);
+  const files = () => new Option('-f, --filename <file...>', 'Kubernetes YAML files (Namespace, Pod, NetworkPolicy)').makeOptionMandatory();
+
+  lab.command('up').description('create the lab from manifests, load and attach the datapath, apply policy')
+    .addOption(files()).addOption(labName())
+    .action(async (o: { filename: string[]; name: string }) => {
+      const { lab: l, change } = await Lab.up(o.name, o.filename);
+      printChange(change);
+      console.log(`lab "${o.name}" is up: ${Object.keys(l.snapshot.pods).length} pods`);
+      l.close();
+    });
+
+  lab.command('apply').description('create or replace objects; returns once the datapath enforces them')
+    .addOption(files()).addOption(labName())
+    .action(async (o: { filename: string[]; name: string }) => {
+      const l = Lab.open(o.name);
+      try { printChange(await l.apply(o.filename)); } finally { l.close(); }
+    });
+
+  lab.command('delete').description('delete the objects the manifests name; returns once the datapath enforces it')
+    .addOption(files()).addOption(labName())
+    .action(async (o: { filename: string[]; name: string }) => {
+      const l = Lab.open(o.name);
+      try {
+        const change = await l.delete(o.filename);
+        printChange(change);
+        for (const m of change.missing) console.log(`not found: ${m}`);
+      } finally { l.close(); }
+    });
+
+  lab.command('probe').description('try every pod to every pod (itself included) and print the reachability matrix')
+    .option('--port <port>', 'destination port', portNumber, 80)
+    .addOption(new Option('--protocol <protocol>', 'TCP or UDP').choices(['TCP', 'UDP']).default('TCP'))
+    .option('--from <ns/pod>', 'only from this pod', podRef)
+    .option('--to <ns/pod>', 'only to this pod', podRef)
+    .option('-6, --ipv6', 'probe the pods\' IPv6 addresses')
+    .option('--timeout <ms>', 'per-probe timeout', positiveInt)
+    .addOption(new Option('-o, --output <format>', 'output format').choices(['table', 'json']).default('table'))
+    .addOption(labName())
+    .action(async (o: { port: number; protocol: 'TCP' | 'UDP'; from?: string; to?: string; ipv6?: boolean; timeout?: number; output: string; name: string }) => {
+      const report = await probeLab(readLabState(o.name), {
+        port: o.port, protocol: o.protocol, family: o.ipv6 ? 6 : 4,
+        ...(o.from ? { from: o.from } : {}), ...(o.to ? { to: o.to } : {}), ...(o.timeout ? { timeoutMs: o.timeout } : {}),
+      });
+      console.log(o.output === 'json' ? JSON.stringify(report) : formatProbeTable(report));
+    });
+
+  lab.command('exec').description('run a command inside a pod\'s network namespace')
+    .argument('<ns/pod>', 'the pod', podRef).argument('<command...>', 'command and arguments (after --)')
+    .addOption(labName())
+    .action((pod: string, command: string[], o: { name: string }) => {
+      const state = readLabState(o.name);
+      const p = state.pods[pod];
+      if (!p) throw new Error(`${pod}: no such pod in lab "${o.name}"`);
+      const r = spawnSync('ip', ['netns', 'exec', p.netns, ...command], { stdio: 'inherit' });
+      process.exitCode = r.status ?? 1;
+    });
+
+  lab.command('status').description('pods, addresses, policies and datapath counters')
+    .addOption(labName())
+    .action((o: { name: string }) => {
+      const l = Lab.open(o.name);
+      try { console.log(formatLabStatus(l)); } finally { l.close(); }
+    });
+
+  lab.command('observe').description('live flow events from the datapath, one line each, with pod names')
+    .option('--json', 'one JSON object per event')
+    .option('--duration <seconds>', 'stop after this long', positiveInt)
+    .addOption(labName())
+    .action(async (o: { json?: boolean; duration?: number; name: string }) => {
+      await observeLab(o.name, { json: !!o.json, ...(o.duration ? { durationMs: o.duration * 1000 } : {}) });
+    });
+
+  lab.command('down').description('remove every namespace, link, route, qdisc, process and pin of the lab (safe to run twice)')
+    .addOption(labName())
+    .action(async (o: { name: string }) => {
+      const { wasUp } = await Lab.down(o.name);
+      console.log(wasUp ? `lab "${o.name}" is down` : `lab "${o.name}" was not up; nothing left behind`);
+    });
+
+  program.command('demo').description('bring up a small lab, send allowed and denied traffic, show the flows, tear down')
+    .action(async () => { await runDemo(); });
+
+  return program;
+}
+
+async function main(): Promise<void> {
+  try {
+    await buildCli().parseAsync(process.argv);
+  } catch (err) {
+    const e = err as Error;
+    console.error(`weir: ${e.message}`);
+    if (process.env.WEIR_DEBUG) console.error(e.stack);
+    process.exitCode = 1;
+  }
+}
+
+await main();

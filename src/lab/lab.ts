@@ -1,0 +1,217 @@
+// `weir lab`: a Kubernetes node on this machine. The node is a network namespace, every pod a
+// network namespace joined to it by a veth pair, and Weir's real datapath is attached to the
+// node-side veths. Objects come from ordinary Kubernetes YAML; every change is validated as a
+// whole before anything is touched, and returns once the datapath enforces it.
+import { existsSync } from 'node:fs';
+import { ClusterState } from '../datastore/cluster.js';
+import { loadManifests } from '../datastore/manifest.js';
+import { describeObject, objectKey, type KubeObject, type Pod } from '../datastore/objects.js';
+import { compilePolicy, type CompiledDatapath, type PlacedPod } from '../policy/compile.js';
+import { IdAllocator } from '../policy/ids.js';
+import { Datapath } from '../datapath/datapath.js';
+import { requirePrivileges } from '../datapath/privileges.js';
+import { assignAddresses } from './addresses.js';
+import { LabNetwork, type PodAttachment } from './network.js';
+import {
+  checkLabName, labDir, labExists, labPinRoot, readLabState, removeLabDir, writeLabState, type LabPodState, type LabState,
+} from './state.js';
+
+export const DEFAULT_LAB = 'weir';
+
+export interface LabChange {
+  readonly created: string[];
+  readonly updated: string[];
+  readonly deleted: string[];
+}
+
+function podPorts(pod: Pod): string[] {
+  return [...new Set(pod.ports.map((p) => `${p.port}/${p.protocol}`))];
+}
+
+function attachmentOf(key: string, p: LabPodState): PodAttachment {
+  return { key, netns: p.netns, hostIfname: p.hostIfname, hostIfindex: p.hostIfindex, agentPid: p.agentPid, socketPath: p.socketPath };
+}
+
+export class Lab {
+  private constructor(
+    private state: LabState,
+    private readonly network: LabNetwork,
+    private readonly datapath: Datapath,
+  ) {}
+
+  get name(): string { return this.state.name; }
+  get snapshot(): Readonly<LabState> { return this.state; }
+
+  /** Creates the lab from manifests. Fails if it is up already; on failure removes what it made. */
+  static async up(name: string, files: readonly string[]): Promise<{ lab: Lab; change: LabChange }> {
+    checkLabName(name);
+    if (labExists(name)) throw new Error(`lab "${name}" is already up; change it with \`weir lab apply\`, or remove it with \`weir lab down\``);
+    const objects = loadManifests(files).map((o) => o.object);
+    const cluster = new ClusterState(objects); // validates references before anything is created
+    requirePrivileges('weir lab up');
+    const network = new LabNetwork({ lab: name, stateDir: labDir(name) });
+    let datapath: Datapath | undefined;
+    try {
+      await network.createNode();
+      datapath = await Datapath.install(labPinRoot(name));
+      const state: LabState = {
+        version: 1, name, createdAt: new Date().toISOString(), pinRoot: labPinRoot(name), nodeNetns: network.nodeNetns,
+        objects: [], pods: {}, ids: new IdAllocator().toJSON(),
+      };
+      const lab = new Lab(state, network, datapath);
+      const change = await lab.reconcile(cluster);
+      return { lab, change };
+    } catch (err) {
+      datapath?.close();
+      await Lab.down(name).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  /** Opens a lab that is up (from its state file and pinned maps). */
+  static open(name: string): Lab {
+    checkLabName(name);
+    const state = readLabState(name);
+    requirePrivileges('weir lab');
+    return new Lab(state, new LabNetwork({ lab: name, stateDir: labDir(name) }), Datapath.open(state.pinRoot));
+  }
+
+  /** Creates or replaces objects. A bad batch changes nothing. */
+  async apply(files: readonly string[]): Promise<LabChange> {
+    const objects = loadManifests(files).map((o) => o.object);
+    const cluster = this.cluster();
+    cluster.apply(objects);
+    return this.reconcile(cluster);
+  }
+
+  /** Deletes the objects the manifests name. */
+  async delete(files: readonly string[]): Promise<LabChange & { missing: string[] }> {
+    const objects = loadManifests(files).map((o) => o.object);
+    const cluster = this.cluster();
+    const { missing } = cluster.delete(objects);
+    const change = await this.reconcile(cluster);
+    return { ...change, missing };
+  }
+
+  cluster(): ClusterState {
+    return new ClusterState(this.state.objects.filter((o) => !(o.kind === 'Namespace' && o.name === 'default')));
+  }
+
+  /** What the datapath was last given (recomputed from state; ids are stable). */
+  compiled(): CompiledDatapath {
+    return compilePolicy(this.cluster(), this.placedPods(this.cluster()), new IdAllocator(this.state.ids));
+  }
+
+  private placedPods(cluster: ClusterState): PlacedPod[] {
+    const placed: PlacedPod[] = [];
+    for (const pod of cluster.pods.values()) {
+      const p = this.state.pods[`${pod.namespace}/${pod.name}`];
+      if (!p) continue;
+      placed.push({ pod, ips: [p.ipv4, p.ipv6].filter((ip): ip is string => !!ip), ifindex: p.hostIfindex });
+    }
+    return placed;
+  }
+
+  /** Brings pods' networks and the datapath maps to what `cluster` says. */
+  private async reconcile(cluster: ClusterState): Promise<LabChange> {
+    const ids = new IdAllocator(this.state.ids);
+    try {
+      await this.reconcilePods(cluster, ids);
+    } catch (err) {
+      // Keep the state true to what exists, so `apply` again or `down` can finish the job.
+      this.state.ids = ids.toJSON();
+      writeLabState(this.state);
+      throw err;
+    }
+    const after = cluster.objects();
+    const change = diffObjects(this.state.objects, after);
+    // Compile and program the maps; then persist. The datapath enforces the change when this returns.
+    const compiled = compilePolicy(cluster, this.placedPods(cluster), ids);
+    this.datapath.apply(compiled);
+    this.state.objects = after;
+    this.state.ids = ids.toJSON();
+    writeLabState(this.state);
+    return change;
+  }
+
+  private async reconcilePods(cluster: ClusterState, ids: IdAllocator): Promise<void> {
+    // Pods that went away, or whose addresses or ports changed, lose their network first.
+    for (const [key, p] of Object.entries(this.state.pods)) {
+      const pod = cluster.pods.get(key);
+      const wantIps = pod && pod.ips.length > 0 ? [...pod.ips].sort() : undefined;
+      const haveIps = [p.ipv4, p.ipv6].filter((x): x is string => !!x).sort();
+      const same = pod && JSON.stringify(podPorts(pod)) === JSON.stringify(p.ports)
+        && (!wantIps || JSON.stringify(wantIps) === JSON.stringify(haveIps));
+      if (same) continue;
+      await this.network.removePod(attachmentOf(key, p));
+      delete this.state.pods[key];
+      if (!pod) ids.releaseEndpoint(key);
+    }
+    // New pods (and re-created ones) get a network namespace, a veth and the datapath.
+    // Addresses taken: those of running pods and those manifests ask for (a pool address must not
+    // collide with a pod created later in this same batch).
+    const inUse = new Set(Object.values(this.state.pods).flatMap((p) => [p.ipv4, p.ipv6].filter((x): x is string => !!x)));
+    for (const pod of cluster.pods.values()) for (const ip of pod.ips) inUse.add(ip);
+    for (const pod of cluster.pods.values()) {
+      const key = `${pod.namespace}/${pod.name}`;
+      if (this.state.pods[key]) continue;
+      const addr = assignAddresses(pod.ips, inUse);
+      const ports = podPorts(pod);
+      const att = await this.network.addPod({
+        key, ipv4: addr.ipv4, ipv6: addr.ipv6,
+        ports: pod.ports.map((p) => ({ port: p.port, protocol: p.protocol })),
+      });
+      this.datapath.attachPod({ ifname: att.hostIfname, netns: `/run/netns/${this.network.nodeNetns}` });
+      this.state.pods[key] = {
+        ...addr, netns: att.netns, hostIfname: att.hostIfname, hostIfindex: att.hostIfindex,
+        agentPid: att.agentPid, socketPath: att.socketPath, ports,
+      };
+      for (const ip of [addr.ipv4, addr.ipv6]) if (ip) inUse.add(ip);
+    }
+  }
+
+  attachments(): PodAttachment[] {
+    return Object.entries(this.state.pods).map(([key, p]) => attachmentOf(key, p));
+  }
+
+  get dp(): Datapath { return this.datapath; }
+
+  close(): void {
+    this.datapath.close();
+  }
+
+  /** Removes every namespace, link, route, qdisc, process and pin of the lab. Safe to run twice,
+   * and on a half-made lab. */
+  static async down(name: string): Promise<{ wasUp: boolean }> {
+    checkLabName(name);
+    requirePrivileges('weir lab down');
+    const wasUp = labExists(name);
+    let known: PodAttachment[] = [];
+    if (wasUp) {
+      try {
+        known = Object.entries(readLabState(name).pods).map(([key, p]) => attachmentOf(key, p));
+      } catch { /* unreadable state: destroy() still finds everything by name */ }
+    }
+    const network = new LabNetwork({ lab: name, stateDir: labDir(name) });
+    // Deleting the node namespace removes its veths and their clsact qdiscs with them.
+    await network.destroy(known);
+    Datapath.uninstall(labPinRoot(name));
+    removeLabDir(name);
+    return { wasUp: wasUp || existsSync(labPinRoot(name)) };
+  }
+}
+
+/** What a reconcile changed, object by object, for the CLI to report. */
+function diffObjects(before: readonly KubeObject[], after: readonly KubeObject[]): LabChange {
+  const id = (o: KubeObject) => `${o.kind}|${objectKey(o)}`;
+  const old = new Map(before.map((o) => [id(o), o]));
+  const change: LabChange = { created: [], updated: [], deleted: [] };
+  for (const o of after) {
+    const prev = old.get(id(o));
+    if (!prev) change.created.push(describeObject(o));
+    else if (JSON.stringify(prev) !== JSON.stringify(o)) change.updated.push(describeObject(o));
+    old.delete(id(o));
+  }
+  for (const o of old.values()) change.deleted.push(describeObject(o));
+  return change;
+}

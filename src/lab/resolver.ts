@@ -1,0 +1,32 @@
+// Names for the lab's flow records: which pod holds an address, which policy rule an id means.
+// Rule ids are never reused in a lab, so records made before a policy changed still resolve.
+import type { Resolver } from '../flows/describe.js';
+import { RESERVED_IDENTITY_KIND } from '../flows/describe.js';
+import type { LabState } from './state.js';
+
+export function labResolver(state: () => LabState): Resolver {
+  let cachedFor: LabState | undefined;
+  let byIp = new Map<string, string>();
+  const index = (): Map<string, string> => {
+    const s = state();
+    if (s !== cachedFor) {
+      cachedFor = s;
+      byIp = new Map();
+      for (const [key, p] of Object.entries(s.pods)) {
+        if (p.ipv4) byIp.set(p.ipv4, key);
+        if (p.ipv6) byIp.set(p.ipv6, key);
+      }
+    }
+    return byIp;
+  };
+  return {
+    peer(ip, identity) {
+      const name = index().get(ip);
+      if (name) return { name, kind: 'pod' };
+      return { kind: RESERVED_IDENTITY_KIND[identity] ?? 'world' };
+    },
+    rule(id) {
+      return state().ids.ruleInfo[id];
+    },
+  };
+}
