@@ -8,6 +8,8 @@
  *  - Every kernel/libbpf failure throws an Error carrying `operation` and a positive `errno`
  *    (`code: 'ECLOSED'` for a closed handle, `log` for loads); src/datapath/libbpf.ts turns it into
  *    a BpfError in one place.
+ *  - A closed handle throws errno EBADF with bpfCode 'ECLOSED'; an object being loaded (on a worker
+ *    thread) throws EBUSY for everything but close(), which then takes effect when the load ends.
  *  - Handles (object, program, map, ring buffer) are napi externals whose struct starts with a
  *    magic number, so passing the wrong kind of handle is a TypeError rather than memory
  *    corruption. Program and map handles own their own fd (a dup for object-owned ones) and the
@@ -234,8 +236,9 @@ static bool arg_int(napi_env env, napi_value v, const char *name, int64_t min, i
 	napi_valuetype t;
 	double d;
 	napi_typeof(env, v, &t);
-	if (t != napi_number || napi_get_value_double(env, v, &d) != napi_ok || d != (double)(int64_t)d ||
-	    d < (double)min || d > (double)max) {
+	/* range first: converting NaN or an out-of-range double to an integer is undefined */
+	if (t != napi_number || napi_get_value_double(env, v, &d) != napi_ok || !(d >= (double)min && d <= (double)max) ||
+	    d != (double)(int64_t)d) {
 		type_error(env, "%s must be an integer in [%lld, %lld]", name, (long long)min, (long long)max);
 		return false;
 	}
@@ -337,6 +340,10 @@ static struct obj_h *get_obj(napi_env env, napi_value v, const char *op)
 	struct obj_h *o = get_handle(env, v, MAGIC_OBJ, "BpfObject");
 	if (o && (!o->obj || o->close_pending)) {
 		throw_closed(env, op);
+		return NULL;
+	}
+	if (o && o->busy) { /* the worker thread owns the object until the load completes */
+		throw_errno_detail(env, op, EBUSY, "the object is being loaded (await load() first)");
 		return NULL;
 	}
 	return o;
@@ -751,10 +758,6 @@ static napi_value js_object_load(napi_env env, napi_callback_info info)
 	struct obj_h *o = get_obj(env, argv[0], "BpfObject.load");
 	if (!o)
 		return NULL;
-	if (o->busy) {
-		throw_errno_detail(env, "BpfObject.load", EBUSY, "a load of this object is already running");
-		return NULL;
-	}
 	struct load_work *w = calloc(1, sizeof(*w));
 	if (!w) {
 		throw_errno(env, "BpfObject.load", ENOMEM);
@@ -835,7 +838,7 @@ static napi_value js_object_get(napi_env env, napi_callback_info info)
 		fd = bpf_program__fd(p);
 		full_name = bpf_program__name(p);
 	}
-	if (fd < 0 || o->busy) {
+	if (fd < 0) {
 		throw_errno_detail(env, op, EINVAL, "'%s': the object is not loaded", name);
 		free(name);
 		return NULL;

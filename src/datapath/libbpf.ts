@@ -229,18 +229,20 @@ export function ensureBpffs(dir: string = BPFFS_ROOT, binding: NativeBinding = n
   }
 }
 
-let cpus: number | undefined;
+const cpusByBinding = new WeakMap<NativeBinding, number>();
 
 /** Possible CPUs (/sys/devices/system/cpu/possible): the number of values in a per-CPU lookup. */
 export function numPossibleCpus(binding: NativeBinding = nativeBinding()): number {
-  if (cpus === undefined) {
+  let n = cpusByBinding.get(binding);
+  if (n === undefined) {
     try {
-      cpus = binding.numPossibleCpus();
+      n = binding.numPossibleCpus();
     } catch (e) {
       rethrow(e);
     }
+    cpusByBinding.set(binding, n);
   }
-  return cpus;
+  return n;
 }
 
 /**
@@ -257,6 +259,21 @@ export function splitPerCpu(value: Buffer, valueSize: number): Buffer[] {
   return out;
 }
 
+/**
+ * The per-CPU update value from one Buffer per possible CPU (each valueSize bytes), or the same
+ * value for every CPU when given a single Buffer and the CPU count.
+ */
+export function joinPerCpu(values: Buffer[] | Buffer, valueSize: number, ncpus?: number): Buffer {
+  const list = Buffer.isBuffer(values) ? Array.from({ length: ncpus ?? 1 }, () => values) : values;
+  const stride = (valueSize + 7) & ~7;
+  const out = Buffer.alloc(stride * list.length);
+  list.forEach((v, i) => {
+    if (v.length !== valueSize) throw new TypeError(`per-CPU value [${i}] must be ${valueSize} bytes, got ${v.length}`);
+    v.copy(out, i * stride);
+  });
+  return out;
+}
+
 /* ---- objects ------------------------------------------------------------------------------- */
 
 export interface BpfObjectOpenOptions {
@@ -268,8 +285,7 @@ export interface BpfObjectOpenOptions {
 
 export class BpfObject {
   readonly path: string;
-  /** libbpf's output during the successful load (warnings; debug lines with WEIR_LIBBPF_DEBUG=1) */
-  loadLog = '';
+  private log = '';
   private handle: NativeHandle | undefined;
   private readonly children = new Map<string, BpfProgram | BpfMap>();
 
@@ -278,9 +294,12 @@ export class BpfObject {
     this.handle = handle;
   }
 
-  /** bpf_object__open_file (+ set_max_entries); nothing reaches the kernel before load(). */
+  /**
+   * bpf_object__open_file (+ set_max_entries); nothing reaches the kernel before load(). With
+   * pinRoot, the directory is created (and bpffs mounted if needed, see ensureBpffs).
+   */
   static open(path: string, opts: BpfObjectOpenOptions = {}, binding: NativeBinding = nativeBinding()): BpfObject {
-    if (opts.pinRoot !== undefined) fs.mkdirSync(opts.pinRoot, { recursive: true });
+    if (opts.pinRoot !== undefined) ensureBpffs(opts.pinRoot, binding);
     let handle: NativeHandle;
     try {
       handle = binding.objectOpen(path, opts.pinRoot);
@@ -301,16 +320,24 @@ export class BpfObject {
     return this.handle === undefined;
   }
 
+  /** libbpf's output during the successful load (warnings; debug lines with WEIR_LIBBPF_DEBUG=1) */
+  get loadLog(): string {
+    return this.log;
+  }
+
   private live(operation: string): NativeHandle {
     if (this.handle === undefined) throw closedError(operation);
     return this.handle;
   }
 
-  /** bpf_object__load on a worker thread. Rejects with a BpfError whose .log has the verifier log. */
+  /**
+   * bpf_object__load on a worker thread. Rejects with a BpfError whose .log has the verifier log.
+   * Until it settles, everything but close() throws EBUSY.
+   */
   async load(): Promise<void> {
     const handle = this.live('BpfObject.load');
     try {
-      this.loadLog = await this.binding.objectLoad(handle);
+      this.log = await this.binding.objectLoad(handle);
     } catch (e) {
       rethrow(e);
     }
@@ -401,7 +428,14 @@ export interface TestRunResult {
   ctx?: Buffer;
 }
 
+/** room for programs that grow the packet (bpf_skb_change_head, encapsulation) */
 const DATA_OUT_HEADROOM = 256;
+
+/** opts.data's length, or 0 when it is not a Buffer (the native side throws the TypeError) */
+function dataLength(opts: TestRunOptions): number {
+  const d: unknown = opts?.data;
+  return Buffer.isBuffer(d) ? d.length : 0;
+}
 
 export class BpfProgram {
   readonly name: string;
@@ -465,7 +499,7 @@ export class BpfProgram {
   /** BPF_PROG_TEST_RUN, synchronously. Returned buffers are fresh (safe to keep). */
   testRun(opts: TestRunOptions): TestRunResult {
     const handle = this.live('BpfProgram.testRun');
-    const dataOutSize = opts.dataOutSize ?? opts.data.length + DATA_OUT_HEADROOM;
+    const dataOutSize = opts.dataOutSize ?? dataLength(opts) + DATA_OUT_HEADROOM;
     const ctxOutSize = opts.ctxOutSize ?? opts.ctx?.length ?? 0;
     const dataOut = dataOutSize > 0 ? Buffer.allocUnsafe(dataOutSize) : undefined;
     const ctxOut = ctxOutSize > 0 ? Buffer.allocUnsafe(ctxOutSize) : undefined;
@@ -488,7 +522,7 @@ export class BpfProgram {
   /** BPF_PROG_TEST_RUN on a worker thread (for large repeat counts). Inputs are copied at call. */
   async testRunAsync(opts: TestRunOptions): Promise<TestRunResult> {
     const handle = this.live('BpfProgram.testRunAsync');
-    const dataOutSize = opts.dataOutSize ?? opts.data.length + DATA_OUT_HEADROOM;
+    const dataOutSize = opts.dataOutSize ?? dataLength(opts) + DATA_OUT_HEADROOM;
     const ctxOutSize = opts.ctxOutSize ?? opts.ctx?.length ?? 0;
     try {
       const r = await this.binding.progTestRunAsync(handle, opts.data, dataOutSize, opts.ctx, ctxOutSize,

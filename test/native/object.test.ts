@@ -157,3 +157,18 @@ test('pinRoot: a LIBBPF_PIN_BY_NAME map is pinned by the first load and reused b
     removePinDir(dir);
   }
 });
+
+test('while a load runs, everything but close() is EBUSY; close() during a load takes effect after it', async () => {
+  const obj = BpfObject.open(bpfObject('progs'));
+  try {
+    const loading = obj.load();
+    assert.throws(() => obj.programNames(), (e: unknown) => e instanceof BpfError && e.code === 'EBUSY');
+    await assert.rejects(obj.load(), (e: unknown) => e instanceof BpfError && e.code === 'EBUSY');
+    obj.close();
+    assert.equal(obj.closed, true);
+    await loading; // the load itself finished; the object is closed now
+    assert.throws(() => obj.program('ret_const'), (e: unknown) => e instanceof BpfError && e.code === 'ECLOSED');
+  } finally {
+    obj.close();
+  }
+});
