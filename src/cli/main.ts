@@ -9,6 +9,7 @@ import { formatProbeTable, probeLab } from '../lab/probe.js';
 import { formatLabStatus } from '../lab/status.js';
 import { observeLab } from '../flows/observe.js';
 import { runDemo } from './demo.js';
+import { explainBpfFailure } from '../datapath/privileges.js';
 
 function portNumber(value: string): number {
   const n = Number(value);
@@ -132,6 +133,8 @@ async function main(): Promise<void> {
   } catch (err) {
     const e = err as Error;
     console.error(`weir: ${e.message}`);
+    const hint = explainBpfFailure(err);
+    if (hint) console.error(`weir: ${hint}`);
     if (process.env.WEIR_DEBUG) console.error(e.stack);
     process.exitCode = 1;
   }

@@ -16,9 +16,9 @@ function haveCommand(cmd: string): boolean {
 }
 
 /** Throws a PrivilegeError saying what is missing for `what` (e.g. "weir lab up"). */
-export function requirePrivileges(what: string): void {
+export function requirePrivileges(what: string, euid: number | undefined = process.geteuid?.()): void {
   const missing: string[] = [];
-  if (typeof process.geteuid === 'function' && process.geteuid() !== 0) {
+  if (euid !== undefined && euid !== 0) {
     missing.push('root: it creates network namespaces and veths (CAP_NET_ADMIN, CAP_SYS_ADMIN) and loads BPF programs (CAP_BPF, CAP_PERFMON); run it as root, e.g. `sudo weir ...`');
   }
   if (!haveCommand('ip')) missing.push('the `ip` command (Debian package iproute2; `npm run setup` installs it)');

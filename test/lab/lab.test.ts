@@ -208,6 +208,14 @@ test('CLI: probe -o json prints exactly one JSON object; status works; down twic
 
     const bad = await cli('lab', 'probe', '--port', 'http').then(() => undefined, (e: { stderr: string }) => e);
     assert.match(bad!.stderr, /"http" is not a port number/);
+
+    // observe prints one JSON object per record while traffic flows
+    const observing = cli('lab', 'observe', '--json', '--duration', '3');
+    await new Promise((r) => setTimeout(r, 1000));
+    await cli('lab', 'probe', '--port', '80', '--from', 'x/a', '--to', 'x/b');
+    const seen = (await observing).stdout.trim().split('\n').map((l) => JSON.parse(l) as { type: string; src?: { name?: string }; dst?: { name?: string; port: number } });
+    assert.ok(seen.some((f) => f.type === 'flow-start' && f.src?.name === 'x/a' && f.dst?.name === 'x/b' && f.dst.port === 80),
+      `observe saw the probe's flow (got ${seen.length} records)`);
   } finally {
     const first = await cli('lab', 'down');
     assert.match(first.stdout, /is down/);
