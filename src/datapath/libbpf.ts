@@ -577,7 +577,7 @@ export class BpfMap {
   private handle: NativeHandle | undefined;
 
   /** @internal use BpfObject.map() or BpfMap.fromPin() */
-  constructor(info: NativeMapInfo, private readonly binding: NativeBinding, private readonly owner?: BpfObject) {
+  constructor(info: NativeMapInfo, /** @internal */ readonly binding: NativeBinding, private readonly owner?: BpfObject) {
     this.handle = info.handle;
     this._fd = info.fd;
     this.name = info.name;
@@ -835,8 +835,9 @@ export function ifindexOf(ifname: string, netns?: string, binding: NativeBinding
 export class RingBufferReader {
   private handle: NativeHandle | undefined;
 
+  /** binding defaults to the map's */
   constructor(map: BpfMap, private readonly onBatch: (records: Buffer[]) => void,
-    private readonly binding: NativeBinding = nativeBinding()) {
+    private readonly binding: NativeBinding = map.binding) {
     if (typeof onBatch !== 'function') throw new TypeError('onBatch must be a function');
     try {
       this.handle = binding.rbNew(map.nativeHandle('RingBufferReader'), (status) => this.wakeup(status));

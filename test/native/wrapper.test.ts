@@ -149,7 +149,7 @@ test('RingBufferReader: a wake-up drains once and delivers one batch', async () 
   const obj = BpfObject.open('/fake.o', {}, b);
   await obj.load();
   const batches: string[][] = [];
-  const r = new RingBufferReader(obj.map('events'), (recs) => batches.push(recs.map(String)), b);
+  const r = new RingBufferReader(obj.map('events'), (recs) => batches.push(recs.map(String)));
   wake!();
   wake!(); // nothing pending: no empty batch
   assert.deepEqual(batches, [['a', 'b']]);
