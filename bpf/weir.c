@@ -35,7 +35,7 @@ int weir_to_host_dev(struct __sk_buff *skb)
 SEC("tc")
 int weir_ct_gc(struct __sk_buff *skb)
 {
-	struct weir_gc_ctx g = { .now = bpf_ktime_get_ns() };
+	struct weir_gc_ctx g = { .now = weir_now() };
 
 	bpf_for_each_map_elem(&weir_ct_v1, weir_ct_gc_one, &g, 0);
 	return g.deleted;

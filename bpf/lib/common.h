@@ -18,6 +18,14 @@
 
 #define NSEC_PER_SEC 1000000000ULL
 
+/* Every timestamp Weir writes: CLOCK_MONOTONIC at tick resolution (1-4 ms). Conntrack lifetimes
+ * and the DENY rate limit count in seconds, and the coarse clock costs a fraction of
+ * bpf_ktime_get_ns() (measured ~15 ns vs ~33 ns per packet in a VM), on every packet. */
+static __always_inline __u64 weir_now(void)
+{
+	return bpf_ktime_get_coarse_ns();
+}
+
 /* TCP flag bits as in byte 13 of the TCP header. */
 #define WEIR_TCP_FIN 0x01
 #define WEIR_TCP_SYN 0x02

@@ -100,7 +100,16 @@ static __always_inline int weir_deny(struct weir_ctx *c, __u16 reason)
 	return weir_verdict(c, reason, TC_ACT_SHOT);
 }
 
-/* A packet in the initiator's direction of a tracked flow. */
+/* The destination endpoint at TO_POD, if it is a local pod (else nobody's ingress to police). */
+static __always_inline const struct weir_endpoint *weir_local_dst(const struct weir_ctx *c)
+{
+	const struct weir_endpoint *dep = bpf_map_lookup_elem(&weir_endpoints_v1, c->p.tuple.daddr);
+
+	return dep && (dep->flags & WEIR_EP_LOCAL) ? dep : 0;
+}
+
+/* A packet in the initiator's direction of a tracked flow. ep is the policed endpoint when the
+ * caller has it (always at FROM_POD); at TO_POD it is looked up only if policy must run. */
 static __always_inline int weir_ct_forward(struct weir_ctx *c, struct weir_ct_entry *e,
 					   const struct weir_endpoint *ep)
 {
@@ -115,6 +124,10 @@ static __always_inline int weir_ct_forward(struct weir_ctx *c, struct weir_ct_en
 		struct weir_decision d;
 		__u32 peer = from_pod ? e->dst_identity : e->src_identity;
 
+		if (!ep && !from_pod)
+			ep = weir_local_dst(c);
+		if (!ep) /* the destination stopped being a local pod */
+			return weir_verdict(c, WEIR_R_ALLOW_UNPOLICED, TC_ACT_OK);
 		weir_policy_decide(ep, c->dir, peer, &c->p, &d);
 		weir_ids_from_ct(c, e);
 		if (d.verdict == WEIR_VERDICT_DENY)
@@ -230,7 +243,7 @@ static __always_inline int weir_new_flow(struct weir_ctx *c, const struct weir_e
 static __always_inline int weir_pod_hook(struct __sk_buff *skb, const __u8 hook)
 {
 	struct weir_ctx c;
-	const struct weir_endpoint *sep = 0, *dep = 0, *ep;
+	const struct weir_endpoint *sep = 0, *dep = 0;
 	struct weir_ct_entry *e;
 	struct weir_ct_key rkey;
 	int r;
@@ -249,7 +262,7 @@ static __always_inline int weir_pod_hook(struct __sk_buff *skb, const __u8 hook)
 	/* neighbour discovery from link-local addresses: no endpoint holds them, never police */
 	if (weir_is_ndp(&c.p))
 		return weir_verdict(&c, WEIR_R_PASS_NDP, TC_ACT_OK);
-	c.now = bpf_ktime_get_ns();
+	c.now = weir_now();
 
 	if (hook == WEIR_HOOK_FROM_POD) {
 		/* anti-spoofing: a pod may only send from its own addresses, through its own veth */
@@ -260,22 +273,18 @@ static __always_inline int weir_pod_hook(struct __sk_buff *skb, const __u8 hook)
 			weir_ids_from_eps(&c, sep, dep);
 			return weir_deny(&c, WEIR_R_DROP_SPOOFED);
 		}
-		ep = sep;
-	} else {
-		dep = bpf_map_lookup_elem(&weir_endpoints_v1, c.p.tuple.daddr);
-		/* not addressed to a local endpoint (e.g. routed through): nobody's ingress to police */
-		if (!dep || !(dep->flags & WEIR_EP_LOCAL))
-			return weir_verdict(&c, WEIR_R_ALLOW_UNPOLICED, TC_ACT_OK);
-		ep = dep;
 	}
+	/* At TO_POD the destination endpoint is only needed when policy runs: established packets
+	 * skip that lookup (the flow was approved; a later change of the endpoint does not
+	 * re-judge it, as with any conntrack). */
 
 	if (c.p.later_fragment)
-		return weir_new_flow(&c, sep, dep);
+		goto new_flow;
 
 	e = bpf_map_lookup_elem(&weir_ct_v1, &c.p.tuple);
 	if (e) {
 		if (!weir_ct_is_reuse(e, c.p.tuple.proto, c.p.tcp_flags))
-			return weir_ct_forward(&c, e, ep);
+			return weir_ct_forward(&c, e, sep);
 		/* port reuse after a close: forget the old flow, judge the new one afresh */
 		bpf_map_delete_elem(&weir_ct_v1, &c.p.tuple);
 	} else {
@@ -286,6 +295,14 @@ static __always_inline int weir_pod_hook(struct __sk_buff *skb, const __u8 hook)
 				return weir_ct_reply(&c, e, &rkey);
 			bpf_map_delete_elem(&weir_ct_v1, &rkey);
 		}
+	}
+
+new_flow:
+	if (hook == WEIR_HOOK_TO_POD) {
+		dep = weir_local_dst(&c);
+		/* not addressed to a local endpoint (e.g. routed through): nobody's ingress to police */
+		if (!dep)
+			return weir_verdict(&c, WEIR_R_ALLOW_UNPOLICED, TC_ACT_OK);
 	}
 	return weir_new_flow(&c, sep, dep);
 }

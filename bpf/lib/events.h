@@ -41,7 +41,7 @@ static __always_inline void *weir_event_reserve(__u32 size)
 		/* If even the LOST record does not fit, the count stays pending for next time. */
 		if (l) {
 			weir_event_hdr(&l->hdr, WEIR_EV_LOST, sizeof(*l));
-			l->ts_ns = bpf_ktime_get_ns();
+			l->ts_ns = weir_now();
 			l->lost = *pend;
 			*pend = 0;
 			bpf_ringbuf_submit(l, 0);

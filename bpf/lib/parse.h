@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /* Packet parsing: Ethernet (up to two VLAN tags), IPv4 (options, fragments), IPv6 (extension
- * headers), then the L4 ports / ICMP fields. Reads go through bpf_skb_load_bytes so headers in
+ * headers), then the L4 ports / ICMP fields. Reads go through weir_load(), so headers in
  * paged (non-linear) skb data parse the same as linear ones; nothing is ever written. */
 #ifndef WEIR_PARSE_H
 #define WEIR_PARSE_H
@@ -27,6 +27,40 @@ enum weir_parse_result {
 #define WEIR_IPV6_AH 51
 #define WEIR_IPV6_DSTOPTS 60
 
+/* Largest header offset we read at; bounds the verifier's view of variable offsets. */
+#define WEIR_MAX_HDR_OFF 1024
+
+/* The packet being parsed: its linear data, read from the skb once (clang would otherwise be
+ * free to re-derive skb->data from a modified context pointer, which the verifier rejects). */
+struct weir_cursor {
+	struct __sk_buff *skb;
+	void *data;
+	void *end;
+	__u32 len; /* skb->len: the whole packet, linear or not */
+};
+
+/* Copies len bytes (a constant) at off into to (4-byte aligned): straight from the linear skb
+ * data when it is there, in 4-byte loads (x86 and arm64 allow unaligned packet loads), else
+ * through bpf_skb_load_bytes, which also reaches paged data. The direct path saves a helper
+ * call per header, most of the parsing cost. Non-zero when the packet is too short. */
+static __always_inline int weir_load(const struct weir_cursor *cur, __u32 off, void *to, const __u32 len)
+{
+	void *from = cur->data + off;
+	__u32 i;
+
+	if (off <= WEIR_MAX_HDR_OFF && from + len <= cur->end) {
+#pragma unroll
+		for (i = 0; i + 4 <= len; i += 4)
+			*(__u32 *)(to + i) = *(const __u32 *)(from + i);
+		if (len & 2)
+			*(__u16 *)(to + (len & ~3u)) = *(const __u16 *)(from + (len & ~3u));
+		return 0;
+	}
+	return bpf_skb_load_bytes(cur->skb, off, to, len);
+}
+
+#define WEIR_BUF(name, n) __u8 name[n] __attribute__((aligned(4)))
+
 /* What the policy and conntrack code needs of a packet. */
 struct weir_pkt {
 	struct weir_ct_key tuple; /* as sent: saddr/daddr (v4 mapped), ports host order, proto */
@@ -51,32 +85,32 @@ static __always_inline int weir_ports_matter(__u8 proto)
 }
 
 /* L4 header at off: ports for TCP/UDP/SCTP, type/code (and echo id as both ports) for ICMP. */
-static __always_inline int weir_parse_l4(struct __sk_buff *skb, __u32 off, struct weir_pkt *p)
+static __always_inline int weir_parse_l4(const struct weir_cursor *cur, __u32 off, struct weir_pkt *p)
 {
-	__u8 buf[20];
+	WEIR_BUF(buf, 20);
 
 	switch (p->tuple.proto) {
 	case WEIR_PROTO_TCP:
 		/* The fixed 20-byte header must be there; doff below 5 is nonsense. */
-		if (bpf_skb_load_bytes(skb, off, buf, 20))
+		if (weir_load(cur, off, buf, 20))
 			return WEIR_PARSE_MALFORMED;
 		if ((buf[12] >> 4) < 5)
 			return WEIR_PARSE_MALFORMED;
 		p->tcp_flags = buf[13];
 		break;
 	case WEIR_PROTO_UDP:
-		if (bpf_skb_load_bytes(skb, off, buf, 8))
+		if (weir_load(cur, off, buf, 8))
 			return WEIR_PARSE_MALFORMED;
 		break;
 	case WEIR_PROTO_SCTP:
 		/* common header: ports, verification tag, checksum */
-		if (bpf_skb_load_bytes(skb, off, buf, 12))
+		if (weir_load(cur, off, buf, 12))
 			return WEIR_PARSE_MALFORMED;
 		break;
 	case WEIR_PROTO_ICMP:
 	case WEIR_PROTO_ICMPV6:
 		/* Every ICMP message has at least type, code, checksum and 4 more bytes. */
-		if (bpf_skb_load_bytes(skb, off, buf, 8))
+		if (weir_load(cur, off, buf, 8))
 			return WEIR_PARSE_MALFORMED;
 		p->icmp_type = buf[0];
 		p->icmp_code = buf[1];
@@ -99,19 +133,19 @@ static __always_inline int weir_parse_l4(struct __sk_buff *skb, __u32 off, struc
 	return WEIR_PARSE_OK;
 }
 
-static __always_inline int weir_parse_ipv4(struct __sk_buff *skb, __u32 off, struct weir_pkt *p)
+static __always_inline int weir_parse_ipv4(const struct weir_cursor *cur, __u32 off, struct weir_pkt *p)
 {
-	__u8 h[20];
+	WEIR_BUF(h, 20);
 	__u32 *w = (__u32 *)p->tuple.saddr;
 	__u32 *v = (__u32 *)p->tuple.daddr;
 	__u32 ihl, tot_len;
 	__u16 frag;
 
-	if (bpf_skb_load_bytes(skb, off, h, 20))
+	if (weir_load(cur, off, h, 20))
 		return WEIR_PARSE_MALFORMED;
 	ihl = (__u32)(h[0] & 0x0f) * 4;
 	tot_len = ((__u32)h[2] << 8) | h[3];
-	if ((h[0] >> 4) != 4 || ihl < 20 || tot_len < ihl || off + tot_len > skb->len)
+	if ((h[0] >> 4) != 4 || ihl < 20 || tot_len < ihl || off + tot_len > cur->len)
 		return WEIR_PARSE_MALFORMED;
 
 	p->family = 4;
@@ -133,23 +167,23 @@ static __always_inline int weir_parse_ipv4(struct __sk_buff *skb, __u32 off, str
 		p->later_fragment = 1;
 		return WEIR_PARSE_OK;
 	}
-	return weir_parse_l4(skb, off + ihl, p);
+	return weir_parse_l4(cur, off + ihl, p);
 }
 
-static __always_inline int weir_parse_ipv6(struct __sk_buff *skb, __u32 off, struct weir_pkt *p)
+static __always_inline int weir_parse_ipv6(const struct weir_cursor *cur, __u32 off, struct weir_pkt *p)
 {
-	__u8 h[40];
+	WEIR_BUF(h, 40);
 	__u32 plen;
 	__u8 nh;
 	int i;
 
-	if (bpf_skb_load_bytes(skb, off, h, 40))
+	if (weir_load(cur, off, h, 40))
 		return WEIR_PARSE_MALFORMED;
 	if ((h[0] >> 4) != 6)
 		return WEIR_PARSE_MALFORMED;
 	plen = ((__u32)h[4] << 8) | h[5];
 	/* payload length 0 is a jumbogram (hop-by-hop option); otherwise it must fit the skb */
-	if (plen && off + 40 + plen > skb->len)
+	if (plen && off + 40 + plen > cur->len)
 		return WEIR_PARSE_MALFORMED;
 	p->family = 6;
 	__builtin_memcpy(p->tuple.saddr, &h[8], 16);
@@ -161,26 +195,26 @@ static __always_inline int weir_parse_ipv6(struct __sk_buff *skb, __u32 off, str
 	 * rather than passed unparsed, so a chain of headers cannot hide the L4 header. */
 #pragma unroll
 	for (i = 0; i < WEIR_MAX_IPV6_EXT; i++) {
-		__u8 e[8];
+		WEIR_BUF(e, 8);
 
 		switch (nh) {
 		case WEIR_IPV6_HOPOPTS:
 		case WEIR_IPV6_ROUTING:
 		case WEIR_IPV6_DSTOPTS:
-			if (bpf_skb_load_bytes(skb, off, e, 2))
+			if (weir_load(cur, off, e, 2))
 				return WEIR_PARSE_MALFORMED;
 			nh = e[0];
 			off += ((__u32)e[1] + 1) * 8;
 			continue;
 		case WEIR_IPV6_AH:
 			/* AH counts its length in 4-byte units, minus 2 */
-			if (bpf_skb_load_bytes(skb, off, e, 2))
+			if (weir_load(cur, off, e, 2))
 				return WEIR_PARSE_MALFORMED;
 			nh = e[0];
 			off += ((__u32)e[1] + 2) * 4;
 			continue;
 		case WEIR_IPV6_FRAGMENT:
-			if (bpf_skb_load_bytes(skb, off, e, 8))
+			if (weir_load(cur, off, e, 8))
 				return WEIR_PARSE_MALFORMED;
 			nh = e[0];
 			off += 8;
@@ -199,38 +233,45 @@ static __always_inline int weir_parse_ipv6(struct __sk_buff *skb, __u32 off, str
 	    nh == WEIR_IPV6_AH || nh == WEIR_IPV6_FRAGMENT)
 		return WEIR_PARSE_MALFORMED;
 	p->tuple.proto = nh;
-	return weir_parse_l4(skb, off, p);
+	return weir_parse_l4(cur, off, p);
 }
 
 /* Fills *p from the packet. *p must be zeroed by the caller (keys are compared bytewise). */
 static __always_inline int weir_parse(struct __sk_buff *skb, struct weir_pkt *p)
 {
-	__u8 eth[ETH_HLEN];
+	struct weir_cursor cur = {
+		.skb = skb,
+		.data = (void *)(long)skb->data,
+		.end = (void *)(long)skb->data_end,
+		.len = skb->len,
+	};
+	WEIR_BUF(eth, 2);
 	__u32 off = ETH_HLEN;
 	__u16 proto;
 	int i;
 
-	if (bpf_skb_load_bytes(skb, 0, eth, ETH_HLEN))
-		return WEIR_PARSE_NON_IP; /* shorter than an Ethernet header: not IP we can judge */
-	proto = ((__u16)eth[12] << 8) | eth[13];
+	/* the EtherType (test runs and the stack guarantee the 14-byte header) */
+	if (weir_load(&cur, 12, eth, 2))
+		return WEIR_PARSE_NON_IP;
+	proto = ((__u16)eth[0] << 8) | eth[1];
 
 	/* VLAN tags left in the frame (not offloaded to skb->vlan_tci): step over them */
 #pragma unroll
 	for (i = 0; i < WEIR_MAX_VLAN; i++) {
-		__u8 tag[4];
+		WEIR_BUF(tag, 4);
 
 		if (proto != WEIR_ETH_P_8021Q && proto != WEIR_ETH_P_8021AD)
 			break;
-		if (bpf_skb_load_bytes(skb, off, tag, 4))
+		if (weir_load(&cur, off, tag, 4))
 			return WEIR_PARSE_MALFORMED;
 		proto = ((__u16)tag[2] << 8) | tag[3];
 		off += 4;
 	}
 
 	if (proto == WEIR_ETH_P_IP)
-		return weir_parse_ipv4(skb, off, p);
+		return weir_parse_ipv4(&cur, off, p);
 	if (proto == WEIR_ETH_P_IPV6)
-		return weir_parse_ipv6(skb, off, p);
+		return weir_parse_ipv6(&cur, off, p);
 	return WEIR_PARSE_NON_IP;
 }
 
