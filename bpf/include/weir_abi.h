@@ -157,7 +157,8 @@ struct weir_ct_key {
 #define WEIR_CT_AUDITED (1u << 9)      /* some decision passed only because of audit mode */
 
 struct weir_ct_entry {
-	__u64 created_ns;   /* bpf_ktime_get_ns() of the first packet */
+	__u64 created_ns;   /* first packet; like every Weir timestamp, CLOCK_MONOTONIC at tick
+	                       resolution (bpf_ktime_get_coarse_ns) */
 	__u64 last_seen_ns;
 	__u64 packets_fwd;  /* initiator -> responder */
 	__u64 bytes_fwd;
@@ -201,7 +202,7 @@ struct weir_event_hdr {
 
 struct weir_flow_event {
 	struct weir_event_hdr hdr;
-	__u64 ts_ns;       /* bpf_ktime_get_ns() (CLOCK_MONOTONIC) when the record was made */
+	__u64 ts_ns;       /* CLOCK_MONOTONIC (coarse: tick resolution) when the record was made */
 	__u64 start_ns;    /* flow's first packet (FLOW_END); the packet's time otherwise */
 	__u8 saddr[16];    /* original source: the initiator as it sent the packet, before any NAT */
 	__u8 daddr[16];
