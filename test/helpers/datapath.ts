@@ -56,11 +56,13 @@ export class TestDatapath {
 
   static async load(opts: { maxEntries?: Record<string, number> } = {}): Promise<TestDatapath> {
     requireBpf();
+    const objPath = bpfObjectPath('weir');
+    if (!existsSync(objPath)) throw new Error(`${objPath} is missing: build it first (bash scripts/build.sh)`);
     const pinRoot = path.join('/sys/fs/bpf', `weir-test-dp-${process.pid}-${++instances}`);
     ensureBpffs(pinRoot);
     let obj: BpfObject | undefined;
     try {
-      obj = BpfObject.open(bpfObjectPath('weir'), {
+      obj = BpfObject.open(objPath, {
         pinRoot,
         ...(opts.maxEntries ? { maxEntries: opts.maxEntries } : {}),
       });
@@ -75,7 +77,12 @@ export class TestDatapath {
     } catch (err) {
       obj?.close();
       removePinRoot(pinRoot);
-      throw err;
+      const log = (err as { log?: string }).log;
+      throw new Error(
+        `loading ${objPath} for a datapath test failed (these tests need root, BPF and bpffs): ${(err as Error).message}` +
+          (log ? `\n--- libbpf/verifier log (tail) ---\n${log.trimEnd().split('\n').slice(-30).join('\n')}` : ''),
+        { cause: err },
+      );
     }
   }
 
