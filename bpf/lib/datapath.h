@@ -175,7 +175,7 @@ static __always_inline int weir_new_flow(struct weir_ctx *c, const struct weir_e
 	struct weir_decision d;
 	int src_local, dst_local, counts;
 
-	/* the polic(ed) endpoint was looked up by the caller; the peer only now */
+	/* the policed endpoint was looked up by the caller; the peer only now */
 	if (from_pod)
 		dep = bpf_map_lookup_elem(&weir_endpoints_v1, c->p.tuple.daddr);
 	else
