@@ -67,7 +67,7 @@ enum weir_reason {
 	WEIR_R_ALLOW_UNPOLICED = 4,      /* no Weir endpoint to police here (e.g. host device
 	                                    without a host endpoint) */
 	WEIR_R_PASS_NON_IP = 5,          /* ARP and other non-IP frames */
-	WEIR_R_PASS_NDP = 6,             /* IPv6 neighbour discovery / router solicitation */
+	WEIR_R_PASS_NDP = 6,             /* IPv6 neighbour/router discovery and MLD */
 	WEIR_R_DENY_DEFAULT = 7,         /* isolated endpoint, no rule allowed the flow */
 	WEIR_R_DENY_POLICY = 8,          /* an explicit deny rule (global policies) */
 	WEIR_R_DROP_MALFORMED = 9,       /* truncated or inconsistent headers */

@@ -74,9 +74,12 @@ struct weir_pkt {
 
 static __always_inline int weir_is_ndp(const struct weir_pkt *p)
 {
-	/* 133 router solicitation .. 137 redirect: link-local control that must always flow */
+	/* Link-local control that must always flow: 133 router solicitation .. 137 redirect (NDP),
+	 * and multicast listener discovery (130-132 MLDv1, 143 MLDv2 report), which a pod's kernel
+	 * sends from its link-local address as soon as eth0 comes up. */
 	return p->tuple.proto == WEIR_PROTO_ICMPV6 && !p->later_fragment &&
-	       p->icmp_type >= 133 && p->icmp_type <= 137;
+	       ((p->icmp_type >= 133 && p->icmp_type <= 137) ||
+		(p->icmp_type >= 130 && p->icmp_type <= 132) || p->icmp_type == 143);
 }
 
 static __always_inline int weir_ports_matter(__u8 proto)

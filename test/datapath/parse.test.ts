@@ -95,6 +95,9 @@ describe('parsing', () => {
     // anti-spoofing check
     const ns = packet({ src: 'fe80::1', dst: 'ff02::1:ff00:b', l4: { proto: 'icmpv6', type: 135 } });
     assert.deepEqual(runCounted('fromPod', ns), { action: TC_ACT_OK, reasons: ['PASS_NDP'] });
+    // an MLDv2 report, which a pod sends from its link-local address when eth0 comes up
+    const mld = packet({ src: 'fe80::cc3a:b6ff:fe72:b00b', dst: 'ff02::16', l4: { proto: 'icmpv6', type: 143 } });
+    assert.deepEqual(runCounted('fromPod', mld), { action: TC_ACT_OK, reasons: ['PASS_NDP'] });
   });
 
   test('non-IP frames pass', () => {
