@@ -94,7 +94,7 @@ test('pods talk; a policy blocks and unblocks; records carry the original source
       const a = lab.snapshot.pods['x/a']!;
       const b = lab.snapshot.pods['x/b']!;
       const probe = (family: 4 | 6 = 4, protocol: 'TCP' | 'UDP' = 'TCP', port = 80) =>
-        probeLab(lab.snapshot, { port: protocol === 'UDP' ? 81 : port, protocol, family, timeoutMs: 800 });
+        probeLab(lab.snapshot, { port: protocol === 'UDP' ? 81 : port, protocol, family, timeoutMs: 1500 });
 
       let r = await probe();
       assert.equal(r.results.length, 4);
@@ -146,11 +146,11 @@ test('pods talk; a policy blocks and unblocks; records carry the original source
 test('labels changed by apply take effect; a bad batch is refused whole and the last good policy stays', async () => {
   await withLab('b', async (lab, file) => {
     await lab.apply([file('deny.yaml', DENY_B), file('allow.yaml', ALLOW_A_TO_B)]);
-    assert.equal(connected(await probeLab(lab.snapshot, { port: 80, protocol: 'TCP', timeoutMs: 800 }), 'x/a', 'x/b'), true);
+    assert.equal(connected(await probeLab(lab.snapshot, { port: 80, protocol: 'TCP', timeoutMs: 1500 }), 'x/a', 'x/b'), true);
 
     // Relabel a: it no longer matches the allow rule's podSelector.
     await lab.apply([file('relabel.yaml', PODS.replace('labels: {app: a}', 'labels: {app: other}'))]);
-    assert.equal(connected(await probeLab(lab.snapshot, { port: 80, protocol: 'TCP', timeoutMs: 800 }), 'x/a', 'x/b'), false);
+    assert.equal(connected(await probeLab(lab.snapshot, { port: 80, protocol: 'TCP', timeoutMs: 1500 }), 'x/a', 'x/b'), false);
 
     // A batch with one invalid object changes nothing, and says where the problem is.
     const bad = file('bad.yaml', `${PODS.replace('labels: {app: other}', 'labels: {app: a}')}
@@ -169,7 +169,7 @@ spec:
     });
     assert.equal(lab.cluster().pods.get('x/a')!.labels.app, 'other', 'the relabel was not applied from the bad batch');
     assert.equal(lab.cluster().policies.has('x/broken'), false);
-    assert.equal(connected(await probeLab(lab.snapshot, { port: 80, protocol: 'TCP', timeoutMs: 800 }), 'x/a', 'x/b'), false, 'enforcement unchanged');
+    assert.equal(connected(await probeLab(lab.snapshot, { port: 80, protocol: 'TCP', timeoutMs: 1500 }), 'x/a', 'x/b'), false, 'enforcement unchanged');
 
     await assert.rejects(Lab.up(lab.name, [bad]), /already up/);
   });
