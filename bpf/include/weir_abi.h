@@ -75,6 +75,8 @@ enum weir_reason {
 	WEIR_R_DROP_UNAPPROVED_REPLY = 11, /* reply direction of a flow that was never allowed */
 	WEIR_R_AUDIT = 12,               /* would be denied; passed because of audit mode */
 	WEIR_R_DROP_CT_FULL = 13,        /* new flow could not be tracked (conntrack map full) */
+	WEIR_R_ALLOW_HOST = 14,          /* new flow between a pod and its own node: NetworkPolicy
+	                                    always allows it */
 	WEIR_R_MAX = 16,
 };
 
@@ -108,6 +110,11 @@ struct weir_ip_key {
 #define WEIR_EP_ISOLATED_INGRESS (1u << 1) /* some policy selects it for ingress */
 #define WEIR_EP_ISOLATED_EGRESS (1u << 2)  /* some policy selects it for egress */
 #define WEIR_EP_AUDIT (1u << 3)            /* endpoint in audit mode: denials pass, verdict AUDIT */
+/* Summary of the identity's rules, so the datapath skips lookups that cannot hit: */
+#define WEIR_EP_PEER_RULES_INGRESS (1u << 4) /* some ingress key names a peer identity */
+#define WEIR_EP_ANY_RULES_INGRESS (1u << 5)  /* some ingress key has peer WEIR_ID_ANY */
+#define WEIR_EP_PEER_RULES_EGRESS (1u << 6)
+#define WEIR_EP_ANY_RULES_EGRESS (1u << 7)
 
 struct weir_endpoint {
 	__u32 id;       /* endpoint id, stable for the endpoint's life, 0 = none */

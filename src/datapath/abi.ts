@@ -68,6 +68,7 @@ export const Reason = {
   DROP_UNAPPROVED_REPLY: 11,
   AUDIT: 12,
   DROP_CT_FULL: 13,
+  ALLOW_HOST: 14,
 } as const;
 export type ReasonName = keyof typeof Reason;
 /** WEIR_R_MAX: entries of weir_stats_v1. */
@@ -101,6 +102,10 @@ export const EndpointFlag = {
   ISOLATED_INGRESS: 1 << 1,
   ISOLATED_EGRESS: 1 << 2,
   AUDIT: 1 << 3,
+  PEER_RULES_INGRESS: 1 << 4,
+  ANY_RULES_INGRESS: 1 << 5,
+  PEER_RULES_EGRESS: 1 << 6,
+  ANY_RULES_EGRESS: 1 << 7,
 } as const;
 
 /** weir_ct_entry.flags (WEIR_CT_*). */

@@ -6,7 +6,6 @@ import {
   type FlowEvent, type WeirRecord,
 } from '../datapath/abi.js';
 import type { RuleInfo } from '../policy/ids.js';
-import { NODE_RULE_ID } from '../policy/ids.js';
 
 export type PeerKind = 'pod' | 'host' | 'world';
 
@@ -57,7 +56,6 @@ export function protocolName(proto: number): string {
 }
 
 export function describeRule(id: number, resolver: Resolver): string {
-  if (id === NODE_RULE_ID) return 'node traffic (always allowed)';
   const r = resolver.rule(id);
   if (!r) return `rule #${id}`;
   return `${r.policy} ${r.direction.toLowerCase()}[${r.index}]`;
@@ -69,6 +67,7 @@ function decision(ev: FlowEvent, resolver: Resolver): string {
   switch (ev.reason) {
     case Reason.ALLOW_POLICY: return describeRule(ruleId, resolver);
     case Reason.ALLOW_NOT_ISOLATED: return `no policy selects it for ${way}`;
+    case Reason.ALLOW_HOST: return 'traffic with its own node (always allowed)';
     case Reason.DENY_DEFAULT: return `default deny: no ${way} rule allows it`;
     case Reason.AUDIT: return `audit: default deny would drop it (${way})`;
     case Reason.DROP_SPOOFED: return 'source address is not the pod\'s';

@@ -8,7 +8,7 @@
 import type { ClusterSnapshot } from '../datastore/cluster.js';
 import type { Labels, NetworkPolicy, Pod, PolicyPeer, PolicyType } from '../datastore/objects.js';
 import { matchesSelector } from './selector.js';
-import { IdAllocator, NODE_RULE_ID } from './ids.js';
+import { IdAllocator } from './ids.js';
 import { EndpointFlag, Identity, Proto } from '../datapath/abi.js';
 
 const PROTO_NUMBER = { TCP: Proto.TCP, UDP: Proto.UDP, SCTP: Proto.SCTP } as const;
@@ -103,8 +103,8 @@ export function compilePolicy(cluster: ClusterSnapshot, placed: readonly PlacedP
     podIdentity.set(`${pod.namespace}/${pod.name}`, id);
   }
 
-  // 2. policy entries and isolation, per identity
-  const isolation = new Map<number, number>();
+  // 2. policy entries and endpointFlags, per identity
+  const endpointFlags = new Map<number, number>();
   const policy = new Map<string, PolicyEntry>();
   const put = (e: PolicyEntry): void => {
     const key = policyEntryKey(e);
@@ -131,16 +131,18 @@ export function compilePolicy(cluster: ClusterSnapshot, placed: readonly PlacedP
           }
         }
       });
-      for (const s of subjects) isolation.set(s.id, (isolation.get(s.id) ?? 0) | flag);
+      for (const s of subjects) endpointFlags.set(s.id, (endpointFlags.get(s.id) ?? 0) | flag);
     }
   }
 
-  // 3. Traffic between a pod and its own node is always allowed (Kubernetes NetworkPolicy
-  // semantics), so isolated identities get an explicit allow for the HOST identity.
-  for (const [id, flags] of isolation) {
-    for (const { dir, flag } of DIRECTIONS) {
-      if (flags & flag) put({ identity: id, peerIdentity: Identity.HOST, proto: 0, port: 0, direction: dir, ruleId: NODE_RULE_ID });
-    }
+  // 3. Which kinds of keys each identity has, so the datapath skips lookups that cannot hit.
+  // (Traffic between a pod and its own node needs no key: the datapath always allows it, as
+  // NetworkPolicy says, under reason ALLOW_HOST.)
+  for (const e of policy.values()) {
+    const flag = e.direction === 0
+      ? (e.peerIdentity === Identity.ANY ? EndpointFlag.ANY_RULES_INGRESS : EndpointFlag.PEER_RULES_INGRESS)
+      : (e.peerIdentity === Identity.ANY ? EndpointFlag.ANY_RULES_EGRESS : EndpointFlag.PEER_RULES_EGRESS);
+    endpointFlags.set(e.identity, (endpointFlags.get(e.identity) ?? 0) | flag);
   }
 
   // 4. endpoints: every address of every placed pod
@@ -148,7 +150,7 @@ export function compilePolicy(cluster: ClusterSnapshot, placed: readonly PlacedP
   for (const { pod, ips, ifindex } of placed) {
     const key = `${pod.namespace}/${pod.name}`;
     const identity = podIdentity.get(key)!;
-    const entry: EndpointEntry = { key, id: ids.endpoint(key), identity, ifindex, flags: EP_LOCAL | (isolation.get(identity) ?? 0) };
+    const entry: EndpointEntry = { key, id: ids.endpoint(key), identity, ifindex, flags: EP_LOCAL | (endpointFlags.get(identity) ?? 0) };
     for (const ip of ips) endpoints.set(ip, entry);
   }
 

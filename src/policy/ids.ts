@@ -4,8 +4,8 @@
 import { Identity } from '../datapath/abi.js';
 
 export interface RuleInfo {
-  readonly kind: 'NetworkPolicy' | 'Builtin';
-  /** "namespace/name" of the policy, or a builtin's name */
+  readonly kind: 'NetworkPolicy';
+  /** "namespace/name" of the policy */
   readonly policy: string;
   readonly direction: 'Ingress' | 'Egress';
   /** index of the rule within spec.ingress / spec.egress */
@@ -20,8 +20,7 @@ export interface IdState {
   next: { identity: number; endpoint: number; rule: number };
 }
 
-/** Rule id 1: traffic between a pod and its own node, which NetworkPolicy always allows. */
-export const NODE_RULE_ID = 1;
+/** Ids below this are reserved (0 = no rule). */
 const FIRST_RULE_ID = 16;
 
 export class IdAllocator {
@@ -32,7 +31,7 @@ export class IdAllocator {
       identities: {},
       endpoints: {},
       rules: {},
-      ruleInfo: { [NODE_RULE_ID]: { kind: 'Builtin', policy: 'node-always-allowed', direction: 'Ingress', index: 0 } },
+      ruleInfo: {},
       next: { identity: Identity.FIRST_DYNAMIC, endpoint: 1, rule: FIRST_RULE_ID },
     };
   }

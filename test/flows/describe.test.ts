@@ -2,7 +2,6 @@ import test from 'node:test';
 import assert from 'node:assert/strict';
 import { describeRecord, formatFlow, monotonicToDate, type Resolver } from '../../src/flows/describe.js';
 import { Direction, Hook, Identity, Proto, Reason, Verdict, type FlowEvent } from '../../src/datapath/abi.js';
-import { NODE_RULE_ID } from '../../src/policy/ids.js';
 
 const resolver: Resolver = {
   peer: (ip, identity) => (ip === '10.244.0.10' ? { name: 'web/frontend', kind: 'pod' } : ip === 'fd00::b' ? { name: 'api/orders', kind: 'pod' } : { kind: identity === Identity.HOST ? 'host' : 'world' }),
@@ -38,10 +37,10 @@ test('denies say why; IPv6 addresses are bracketed; counts of folded packets sho
 });
 
 test('flow ends carry counters and both decisions; node traffic and unknown rules are named', () => {
-  const v = describeRecord(event({ type: 'FLOW_END', direction: Direction.BOTH, reason: Reason.ALLOW_ESTABLISHED, egressRuleId: NODE_RULE_ID, ingressRuleId: 99, packetsFwd: 3n, bytesFwd: 180n, packetsRev: 2n, bytesRev: 120n }), resolver, at);
+  const v = describeRecord(event({ type: 'FLOW_END', direction: Direction.BOTH, reason: Reason.ALLOW_ESTABLISHED, egressRuleId: 17, ingressRuleId: 99, packetsFwd: 3n, bytesFwd: 180n, packetsRev: 2n, bytesRev: 120n }), resolver, at);
   assert.equal(v.type, 'flow-end');
   assert.deepEqual(v.packets, { fwd: 3, rev: 2 });
-  assert.equal(v.policy, 'egress: node traffic (always allowed); ingress: rule #99');
+  assert.equal(v.policy, 'egress: api/allow ingress[2]; ingress: rule #99');
   assert.match(formatFlow(v), /END .*packets 3\/2 bytes 180\/120$/);
 });
 
