@@ -11,7 +11,7 @@
 
 struct weir_decision {
 	__u32 rule_id; /* 0 when no rule decided */
-	__u16 reason;  /* ALLOW_POLICY, ALLOW_NOT_ISOLATED, AUDIT or DENY_DEFAULT */
+	__u16 reason;  /* ALLOW_POLICY, ALLOW_NOT_ISOLATED, ALLOW_HOST, AUDIT or DENY_DEFAULT */
 	__u8 verdict;  /* ALLOW, AUDIT or DENY */
 	__u8 pad;
 };
@@ -57,8 +57,10 @@ static __always_inline void weir_policy_decide(const struct weir_endpoint *ep, _
 					       __u32 peer, const struct weir_pkt *p,
 					       struct weir_decision *d)
 {
-	__u32 isolated = direction == WEIR_DIR_INGRESS ? WEIR_EP_ISOLATED_INGRESS
-							: WEIR_EP_ISOLATED_EGRESS;
+	const int ingress = direction == WEIR_DIR_INGRESS;
+	__u32 isolated = ingress ? WEIR_EP_ISOLATED_INGRESS : WEIR_EP_ISOLATED_EGRESS;
+	__u32 peer_rules = ingress ? WEIR_EP_PEER_RULES_INGRESS : WEIR_EP_PEER_RULES_EGRESS;
+	__u32 any_rules = ingress ? WEIR_EP_ANY_RULES_INGRESS : WEIR_EP_ANY_RULES_EGRESS;
 	struct weir_policy_key k = {
 		.identity = ep->identity,
 		.direction = direction,
@@ -70,9 +72,19 @@ static __always_inline void weir_policy_decide(const struct weir_endpoint *ep, _
 		d->verdict = WEIR_VERDICT_ALLOW;
 		return;
 	}
-	if (weir_policy_lookup(&k, peer, p, d))
+	/* NetworkPolicy never isolates a pod from its own node (kubelet probes, node-local agents):
+	 * user space writes no keys for the host identity, the datapath allows it here. */
+	if (peer == WEIR_ID_HOST) {
+		d->rule_id = 0;
+		d->reason = WEIR_R_ALLOW_HOST;
+		d->verdict = WEIR_VERDICT_ALLOW;
 		return;
-	if (peer != WEIR_ID_ANY && weir_policy_lookup(&k, WEIR_ID_ANY, p, d))
+	}
+	/* The rule-summary flags say which kinds of keys this identity has in this direction, so
+	 * lookups that cannot hit are skipped (a default deny with no rules makes none at all). */
+	if ((ep->flags & peer_rules) && weir_policy_lookup(&k, peer, p, d))
+		return;
+	if ((ep->flags & any_rules) && peer != WEIR_ID_ANY && weir_policy_lookup(&k, WEIR_ID_ANY, p, d))
 		return;
 	d->rule_id = 0;
 	if (ep->flags & WEIR_EP_AUDIT) {

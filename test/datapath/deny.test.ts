@@ -193,6 +193,55 @@ describe('policy and deny path', () => {
     assert.equal(dp.run('fromPod', udpPacket(WEB_IP, OUTSIDE, 1, 53)), TC_ACT_OK);
   });
 
+  test('the node is always allowed to and from an isolated pod: ALLOW_HOST, rule 0, no keys needed', () => {
+    const NODE_IP = '10.3.255.1';
+    dp.pod(NODE_IP, { id: 0, identity: Identity.HOST, local: false });
+    const host = dp.stat('ALLOW_HOST').packets;
+    // WEB is ingress isolated and no rule names the host; DB is egress isolated
+    assert.equal(dp.run('toPod', udpPacket(NODE_IP, WEB_IP, 43500, 8080)), TC_ACT_OK);
+    assert.equal(dp.run('fromPod', tcpPacket(DB_IP, NODE_IP, 43501, 10250, TcpFlag.SYN)), TC_ACT_OK);
+    assert.equal(dp.stat('ALLOW_HOST').packets - host, 2n);
+    const starts = TestDatapath.flows(dp.drain());
+    assert.deepEqual(starts.map((r) => [r.type, r.verdict, r.reason, r.direction, r.ingressRuleId, r.egressRuleId]), [
+      ['FLOW_START', Verdict.ALLOW, Reason.ALLOW_HOST, Direction.INGRESS, 0, 0],
+      ['FLOW_START', Verdict.ALLOW, Reason.ALLOW_HOST, Direction.EGRESS, 0, 0],
+    ]);
+    assert.deepEqual([starts[0]!.srcIdentity, starts[1]!.dstIdentity], [Identity.HOST, Identity.HOST]);
+  });
+
+  test('rule-summary flags: lookups of a kind the identity has no keys of are skipped, verdicts unchanged', () => {
+    const ONLY_ANY = 1010; // ingress keys with peer ANY only
+    const ONLY_PEER = 1011; // ingress keys naming a peer only
+    dp.pod('10.3.0.60', { id: 60, identity: ONLY_ANY, isolate: 'ingress' });
+    dp.pod('10.3.0.61', { id: 61, identity: ONLY_PEER, isolate: 'ingress' });
+    dp.allowIngress(ONLY_ANY, Identity.ANY, tcp(80), 31);
+    dp.allowIngress(ONLY_PEER, OTHER, udp(53), 41);
+    const flagsOf = (ip: string) => abi.decodeEndpoint(dp.map(abi.MapName.endpoints).lookup(abi.encodeIpKey(ip))!).flags;
+    assert.equal(flagsOf('10.3.0.60') & 0xf0, abi.EndpointFlag.ANY_RULES_INGRESS, 'helpers set the flags like the compiler');
+    assert.equal(flagsOf('10.3.0.61') & 0xf0, abi.EndpointFlag.PEER_RULES_INGRESS);
+    assert.equal(flagsOf(WEB_IP) & 0xf0, abi.EndpointFlag.PEER_RULES_INGRESS | abi.EndpointFlag.ANY_RULES_INGRESS);
+
+    const cases: Array<[string, Buffer, number, number]> = [
+      ['ANY rule, peer lookups skipped', tcpPacket(OTHER_IP, '10.3.0.60', 43600, 80, TcpFlag.SYN), TC_ACT_OK, 31],
+      ['ANY rule, wrong port', tcpPacket(OTHER_IP, '10.3.0.60', 43601, 81, TcpFlag.SYN), TC_ACT_SHOT, 0],
+      ['peer rule, ANY lookups skipped', udpPacket(OTHER_IP, '10.3.0.61', 43602, 53), TC_ACT_OK, 41],
+      ['peer rule, another peer', udpPacket(OUTSIDE, '10.3.0.61', 43603, 53), TC_ACT_SHOT, 0],
+    ];
+    for (const [what, pkt, action, rule] of cases) {
+      assert.equal(dp.run('toPod', pkt), action, what);
+      const [r] = TestDatapath.flows(dp.drain());
+      assert.equal(r!.type, action === TC_ACT_OK ? 'FLOW_START' : 'DENY', what);
+      assert.equal(r!.ingressRuleId, rule, what);
+    }
+    // The datapath trusts the summary: a key of a kind the flags do not announce is not consulted
+    // (user space always writes both together, keys first).
+    dp.map(abi.MapName.policy).update(
+      abi.encodePolicyKey({ identity: ONLY_PEER, peerIdentity: Identity.ANY, port: 0, proto: 0, direction: Direction.INGRESS }),
+      abi.encodePolicyValue({ ruleId: 42, flags: 0 }),
+    );
+    assert.equal(dp.run('toPod', udpPacket(OUTSIDE, '10.3.0.61', 43604, 53)), TC_ACT_SHOT);
+  });
+
   test('traffic to an address that is not a local endpoint is not policed at TO_POD', () => {
     const unpoliced = dp.stat('ALLOW_UNPOLICED').packets;
     assert.equal(dp.run('toPod', udpPacket(OUTSIDE, OTHER_IP, 1, 53)), TC_ACT_OK);

@@ -48,6 +48,11 @@ export class TestDatapath {
   readonly records: abi.WeirRecord[] = [];
   private reader: RingBufferReader | undefined;
   private closed = false;
+  /** Rule-summary flags (EndpointFlag.*_RULES_*) per identity, as src/policy/compile.ts derives
+   * them from the policy keys, and the endpoints seeded so far, so seeding a rule after its pods
+   * updates their flags like a recompile would. */
+  private readonly ruleFlags = new Map<number, number>();
+  private readonly endpoints = new Map<string, abi.Endpoint>();
 
   private constructor(
     readonly obj: BpfObject,
@@ -107,8 +112,20 @@ export class TestDatapath {
 
   // ---- seeding ----------------------------------------------------------------------------------
 
+  /** Writes an endpoint as given (flags verbatim: no rule-summary flags are added). */
   endpoint(ip: string, ep: abi.Endpoint): void {
     this.map(abi.MapName.endpoints).update(abi.encodeIpKey(ip), abi.encodeEndpoint(ep));
+  }
+
+  private static readonly RULE_FLAGS =
+    abi.EndpointFlag.PEER_RULES_INGRESS | abi.EndpointFlag.ANY_RULES_INGRESS |
+    abi.EndpointFlag.PEER_RULES_EGRESS | abi.EndpointFlag.ANY_RULES_EGRESS;
+
+  private writePod(ip: string, ep: abi.Endpoint): void {
+    const flags = (ep.flags & ~TestDatapath.RULE_FLAGS) | (this.ruleFlags.get(ep.identity) ?? 0);
+    const withRules = { ...ep, flags };
+    this.endpoints.set(ip, withRules);
+    this.endpoint(ip, withRules);
   }
 
   /** A pod on this node (flags from the spec). */
@@ -117,9 +134,11 @@ export class TestDatapath {
     if (spec.isolate === 'ingress' || spec.isolate === 'both') flags |= abi.EndpointFlag.ISOLATED_INGRESS;
     if (spec.isolate === 'egress' || spec.isolate === 'both') flags |= abi.EndpointFlag.ISOLATED_EGRESS;
     if (spec.audit) flags |= abi.EndpointFlag.AUDIT;
-    this.endpoint(ip, { id: spec.id, identity: spec.identity, ifindex: spec.ifindex ?? 0, flags });
+    this.writePod(ip, { id: spec.id, identity: spec.identity, ifindex: spec.ifindex ?? 0, flags });
   }
 
+  /** Writes the keys, then (as the compiler's contract says) marks the subject identity's
+   * endpoints with the rule-summary flag of this direction and peer kind. */
   private allow(direction: number, subject: number, peer: number, ports: PortRule | PortRule[], ruleId: number): void {
     const m = this.map(abi.MapName.policy);
     for (const p of Array.isArray(ports) ? ports : [ports]) {
@@ -128,6 +147,13 @@ export class TestDatapath {
         abi.encodePolicyValue({ ruleId, flags: 0 }),
       );
     }
+    const flag = direction === abi.Direction.INGRESS
+      ? (peer === abi.Identity.ANY ? abi.EndpointFlag.ANY_RULES_INGRESS : abi.EndpointFlag.PEER_RULES_INGRESS)
+      : (peer === abi.Identity.ANY ? abi.EndpointFlag.ANY_RULES_EGRESS : abi.EndpointFlag.PEER_RULES_EGRESS);
+    const had = this.ruleFlags.get(subject) ?? 0;
+    if (had & flag) return;
+    this.ruleFlags.set(subject, had | flag);
+    for (const [ip, ep] of this.endpoints) if (ep.identity === subject) this.writePod(ip, ep);
   }
 
   /** Lets `peer` (an identity, or Identity.ANY) reach `subject` on `ports`, as rule `ruleId`. */
