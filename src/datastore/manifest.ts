@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import { parseAllDocuments } from 'yaml';
 import type { z } from 'zod';
 import type { KubeObject } from './objects.js';
-import { describeObject } from './objects.js';
+import { describeObject, objectKey } from './objects.js';
 import {
   namespaceSchema, networkPolicySchema, normalizeNamespace, normalizeNetworkPolicy, normalizePod, podSchema,
 } from './schema.js';
@@ -135,6 +135,24 @@ export function parseManifestText(text: string, file: string, problems: Manifest
   return out;
 }
 
+/** Two objects of the same kind, namespace and name in one batch: which one would win is an
+ * accident of file order, so the batch is refused, naming both documents. */
+export function checkDuplicates(objects: readonly LoadedObject[], problems: ManifestProblem[]): void {
+  const first = new Map<string, LoadedObject>();
+  for (const o of objects) {
+    const id = `${o.object.kind}|${objectKey(o.object)}`;
+    const had = first.get(id);
+    if (!had) {
+      first.set(id, o);
+      continue;
+    }
+    problems.push({
+      file: o.file, document: o.document, object: describeObject(o.object), field: 'metadata.name',
+      message: `${JSON.stringify(o.object.name)}: duplicate: ${describeObject(o.object)} is also defined in ${had.file}: document ${had.document}`,
+    });
+  }
+}
+
 /** Loads and validates every file; throws ManifestError listing all problems if any. */
 export function loadManifests(files: readonly string[]): LoadedObject[] {
   const problems: ManifestProblem[] = [];
@@ -149,6 +167,7 @@ export function loadManifests(files: readonly string[]): LoadedObject[] {
     }
     objects.push(...parseManifestText(text, file, problems));
   }
+  checkDuplicates(objects, problems);
   if (problems.length > 0) throw new ManifestError(problems);
   return objects;
 }

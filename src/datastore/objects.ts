@@ -46,8 +46,19 @@ export interface Pod {
 
 export interface PolicyPort {
   readonly protocol: L4Protocol;
-  /** undefined = every port of the protocol */
-  readonly port?: number;
+  /** undefined = every port of the protocol; a string is a named port (an IANA_SVC_NAME),
+   * resolved against the destination pod's container ports (name and protocol must match) */
+  readonly port?: number | string;
+  /** with a numeric port: the range port..endPort, both included */
+  readonly endPort?: number;
+}
+
+/** An ipBlock peer. `cidr` is kept as written (the API server accepts host bits, 10.0.0.1/8);
+ * it means its network (10.0.0.0/8), as src/datastore/cidr.ts parseCidr computes it. Every
+ * `except` is a CIDR of the same family strictly inside `cidr`. */
+export interface IpBlock {
+  readonly cidr: string;
+  readonly except: readonly string[];
 }
 
 export interface PolicyPeer {
@@ -55,6 +66,9 @@ export interface PolicyPeer {
   readonly podSelector?: LabelSelector;
   /** undefined = the policy's own namespace */
   readonly namespaceSelector?: LabelSelector;
+  /** Addresses rather than pods; never combined with the selectors. It matches any address in
+   * the block, pod addresses included. */
+  readonly ipBlock?: IpBlock;
 }
 
 export interface PolicyRule {

@@ -7,6 +7,7 @@ import type {
   PolicyType,
 } from './objects.js';
 import { isIP } from 'node:net';
+import { cidrStrictlyInside, parseCidr } from './cidr.js';
 
 // RFC 1123 label (namespace names) and subdomain (pod and policy names), as the API server checks.
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
@@ -61,30 +62,63 @@ const metadata = z.looseObject({
   annotations: z.record(z.string(), z.string()).nullish(),
 });
 
-// The lab does not yet support every NetworkPolicy feature; it rejects what it cannot enforce
-// exactly instead of enforcing something else. (Named ports, endPort and ipBlock: policy-engine work.)
-const NOT_YET = 'is not supported by this version of Weir yet; the policy was rejected rather than enforced incompletely';
+// IANA_SVC_NAME, as the API server checks port names: 1-15 characters [a-z0-9-], at least one
+// letter, no '-' at either end and no '--'.
+export function isIanaSvcName(name: string): boolean {
+  return name.length >= 1 && name.length <= 15 && /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(name)
+    && /[a-z]/.test(name) && !name.includes('--');
+}
+const IANA_SVC_NAME_RULE = 'must be an IANA_SVC_NAME: 1-15 characters [a-z0-9-] with at least one letter, no leading, trailing or double "-"';
 
+// Whether the datapath can enforce named ports, endPort and ipBlock is not the datastore's
+// concern: the datastore models them exactly, and src/policy/compile.ts unsupportedByDatapath()
+// says what the datapath of this version refuses.
 const policyPort = z.strictObject({
   protocol,
-  port: z.union([portNumber, z.string()]).optional(),
-  endPort: z.int().optional(),
+  port: z.union([portNumber, z.string()], { error: 'must be a port number (1-65535) or a named port' }).optional(),
+  endPort: z.int({ error: 'must be an integer port number' }).optional(),
 }).superRefine((p, ctx) => {
   if (typeof p.port === 'string') {
-    if (/^\d+$/.test(p.port)) ctx.addIssue({ code: 'custom', path: ['port'], message: `"${p.port}" is a quoted number; write it as a number` });
-    else ctx.addIssue({ code: 'custom', path: ['port'], message: `"${p.port}": named ports ${NOT_YET}` });
+    if (/^\d+$/.test(p.port)) ctx.addIssue({ code: 'custom', path: ['port'], message: 'is a quoted number; write it as a number' });
+    else if (!isIanaSvcName(p.port)) ctx.addIssue({ code: 'custom', path: ['port'], message: `is neither a port number nor a port name: ${IANA_SVC_NAME_RULE}` });
   }
-  if (p.endPort !== undefined) ctx.addIssue({ code: 'custom', path: ['endPort'], message: `${p.endPort}: port ranges ${NOT_YET}` });
+  if (p.endPort !== undefined) {
+    if (p.port === undefined) ctx.addIssue({ code: 'custom', path: ['endPort'], message: 'requires a numeric port (the start of the range)' });
+    else if (typeof p.port === 'string') ctx.addIssue({ code: 'custom', path: ['endPort'], message: `cannot be used with a named port ("${p.port}")` });
+    else if (p.endPort < p.port) ctx.addIssue({ code: 'custom', path: ['endPort'], message: `must be greater than or equal to port (${p.port})` });
+    else if (p.endPort > 65535) ctx.addIssue({ code: 'custom', path: ['endPort'], message: 'must be 1-65535' });
+  }
+});
+
+const cidrString = z.string({ error: 'must be a CIDR (a.b.c.d/n or x:x::/n)' });
+
+// ipBlock: `cidr` may have host bits set (10.0.0.1/8): the API server accepts it, and it means its
+// network. Every `except` must be of the same family and strictly inside `cidr`.
+const ipBlock = z.strictObject({
+  cidr: cidrString,
+  except: z.array(cidrString).nullish(),
+}).superRefine((b, ctx) => {
+  const outer = parseCidr(b.cidr);
+  if (!outer) {
+    ctx.addIssue({ code: 'custom', path: ['cidr'], message: 'must be a CIDR (a.b.c.d/n or x:x::/n)' });
+    return;
+  }
+  (b.except ?? []).forEach((e, i) => {
+    const inner = parseCidr(e);
+    if (!inner) ctx.addIssue({ code: 'custom', path: ['except', i], message: 'must be a CIDR (a.b.c.d/n or x:x::/n)' });
+    else if (inner.family !== outer.family) ctx.addIssue({ code: 'custom', path: ['except', i], message: `must be an IPv${outer.family} CIDR, like cidr "${b.cidr}"` });
+    else if (!cidrStrictlyInside(inner, outer)) ctx.addIssue({ code: 'custom', path: ['except', i], message: `must be strictly inside cidr "${b.cidr}"` });
+  });
 });
 
 const policyPeer = z.strictObject({
   podSelector: labelSelector.optional(),
   namespaceSelector: labelSelector.optional(),
-  ipBlock: z.unknown().optional(),
+  ipBlock: ipBlock.optional(),
 }).superRefine((p, ctx) => {
-  if (p.ipBlock !== undefined) {
-    ctx.addIssue({ code: 'custom', path: ['ipBlock'], message: `ipBlock ${NOT_YET}` });
-  } else if (!p.podSelector && !p.namespaceSelector) {
+  if (p.ipBlock !== undefined && (p.podSelector || p.namespaceSelector)) {
+    ctx.addIssue({ code: 'custom', path: [], message: 'ipBlock cannot be combined with podSelector or namespaceSelector in one peer; list them as separate peers' });
+  } else if (!p.ipBlock && !p.podSelector && !p.namespaceSelector) {
     ctx.addIssue({ code: 'custom', path: [], message: 'a peer must set podSelector, namespaceSelector or ipBlock' });
   }
 });
@@ -107,7 +141,7 @@ export const networkPolicySchema = z.looseObject({
 const containerPort = z.looseObject({
   containerPort: portNumber,
   protocol,
-  name: z.string().max(15).regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, { error: 'must be an IANA_SVC_NAME (lowercase, at most 15)' }).optional(),
+  name: z.string().refine(isIanaSvcName, { error: IANA_SVC_NAME_RULE }).optional(),
 });
 
 const ipAddress = z.string().refine((s) => isIP(s) !== 0, { error: 'must be an IPv4 or IPv6 address' });
@@ -121,6 +155,15 @@ export const podSchema = z.looseObject({
       name: z.string().optional(),
       ports: z.array(containerPort).nullish(),
     })).min(1, { error: 'must list at least one container' }),
+  }).superRefine((spec, ctx) => {
+    // Port names are unique within a pod (across its containers): a named port must mean one port.
+    const seen = new Map<string, string>();
+    spec.containers.forEach((c, ci) => (c.ports ?? []).forEach((p, pi) => {
+      if (p.name === undefined) return;
+      const other = seen.get(p.name);
+      if (other) ctx.addIssue({ code: 'custom', path: ['containers', ci, 'ports', pi, 'name'], message: `duplicate port name: spec.${other} has it already` });
+      else seen.set(p.name, `containers[${ci}].ports[${pi}].name`);
+    }));
   }),
   status: z.looseObject({
     podIP: ipAddress.optional(),
@@ -146,12 +189,17 @@ function toPeers(raw: z.infer<typeof policyPeer>[] | null | undefined): PolicyPe
   return raw.map((p) => ({
     ...(p.podSelector ? { podSelector: toSelector(p.podSelector) } : {}),
     ...(p.namespaceSelector ? { namespaceSelector: toSelector(p.namespaceSelector) } : {}),
+    ...(p.ipBlock ? { ipBlock: { cidr: p.ipBlock.cidr, except: [...(p.ipBlock.except ?? [])] } } : {}),
   }));
 }
 
 function toPorts(raw: z.infer<typeof policyPort>[] | null | undefined): PolicyPort[] | undefined {
   if (!raw || raw.length === 0) return undefined; // no ports listed: every port and protocol
-  return raw.map((p) => (typeof p.port === 'number' ? { protocol: p.protocol, port: p.port } : { protocol: p.protocol }));
+  return raw.map((p) => ({
+    protocol: p.protocol,
+    ...(p.port !== undefined ? { port: p.port } : {}),
+    ...(p.endPort !== undefined ? { endPort: p.endPort } : {}),
+  }));
 }
 
 export function normalizeNetworkPolicy(raw: z.infer<typeof networkPolicySchema>, defaultNamespace: string): NetworkPolicy {

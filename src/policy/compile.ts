@@ -5,7 +5,8 @@
 // identity A talk to identity B on port P" has one entry per (subject identity, peer identity or
 // ANY, protocol, port, direction): the datapath does a fixed number of hash lookups per new flow,
 // however many policies and pods there are. Addresses map to identities in the endpoint map.
-import type { ClusterSnapshot } from '../datastore/cluster.js';
+import { ClusterStateError, type ClusterSnapshot } from '../datastore/cluster.js';
+import { describeObject } from '../datastore/objects.js';
 import type { Labels, NetworkPolicy, Pod, PolicyPeer, PolicyType } from '../datastore/objects.js';
 import { matchesSelector } from './selector.js';
 import { IdAllocator } from './ids.js';
@@ -92,7 +93,41 @@ function peerMatches(peer: PolicyPeer, policy: NetworkPolicy, who: Identity): bo
   return !peer.podSelector || matchesSelector(peer.podSelector, who.podLabels);
 }
 
+const NOT_ENFORCED = "not enforced by this version's datapath yet; refused rather than enforced incompletely";
+
+/** What of `policy` this version's datapath cannot enforce (ipBlock peers, named ports, port
+ * ranges), one message per field with kubectl's path. The datastore accepts these (they are valid
+ * Kubernetes), so whoever programs the datapath must refuse a batch for which this is non-empty,
+ * instead of enforcing a policy with parts silently missing. Rules of a direction the policy's
+ * policyTypes leave out are ignored by Kubernetes, and so here. */
+export function unsupportedByDatapath(policy: NetworkPolicy): string[] {
+  const problems: string[] = [];
+  const who = describeObject(policy);
+  for (const { type, rules } of DIRECTIONS) {
+    if (!policy.policyTypes.includes(type)) continue;
+    const peersField = rules === 'ingress' ? 'from' : 'to';
+    policy[rules].forEach((rule, r) => {
+      (rule.peers ?? []).forEach((peer, i) => {
+        if (peer.ipBlock) problems.push(`${who}: spec.${rules}[${r}].${peersField}[${i}].ipBlock: ${NOT_ENFORCED}`);
+      });
+      (rule.ports ?? []).forEach((port, i) => {
+        if (typeof port.port === 'string') problems.push(`${who}: spec.${rules}[${r}].ports[${i}].port: ${JSON.stringify(port.port)}: named ports are ${NOT_ENFORCED}`);
+        if (port.endPort !== undefined) problems.push(`${who}: spec.${rules}[${r}].ports[${i}].endPort: ${port.endPort}: port ranges are ${NOT_ENFORCED}`);
+      });
+    });
+  }
+  return problems;
+}
+
+/** Throws ClusterStateError listing every policy feature of `cluster` the datapath cannot enforce. */
+export function checkDatapathSupport(cluster: ClusterSnapshot): void {
+  const problems = [...cluster.policies.values()].flatMap(unsupportedByDatapath);
+  if (problems.length > 0) throw new ClusterStateError(problems);
+}
+
 export function compilePolicy(cluster: ClusterSnapshot, placed: readonly PlacedPod[], ids: IdAllocator): CompiledDatapath {
+  // Never compile a policy with parts the maps cannot express: that would enforce something else.
+  checkDatapathSupport(cluster);
   // 1. identities of the pods that exist
   const identities = new Map<number, Identity>();
   const podIdentity = new Map<string, number>();
@@ -124,7 +159,7 @@ export function compilePolicy(cluster: ClusterSnapshot, placed: readonly PlacedP
           : [...identities.values()].filter((who) => rule.peers!.some((p) => peerMatches(p, pol, who))).map((who) => who.id);
         const ports = rule.ports === undefined
           ? [{ proto: 0, port: 0 }]
-          : rule.ports.map((p) => ({ proto: PROTO_NUMBER[p.protocol], port: p.port ?? 0 }));
+          : rule.ports.map((p) => ({ proto: PROTO_NUMBER[p.protocol], port: typeof p.port === 'number' ? p.port : 0 }));
         for (const s of subjects) {
           for (const peerIdentity of peers) {
             for (const { proto, port } of ports) put({ identity: s.id, peerIdentity, proto, port, direction: dir, ruleId });

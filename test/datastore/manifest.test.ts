@@ -1,6 +1,10 @@
 import test from 'node:test';
 import assert from 'node:assert/strict';
-import { ManifestError, parseManifestText, type ManifestProblem } from '../../src/datastore/manifest.js';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { loadManifests, ManifestError, parseManifestText, type ManifestProblem } from '../../src/datastore/manifest.js';
+import { checkDatapathSupport, unsupportedByDatapath } from '../../src/policy/compile.js';
 import { ClusterState, ClusterStateError } from '../../src/datastore/cluster.js';
 import type { NetworkPolicy, Pod } from '../../src/datastore/objects.js';
 
@@ -87,17 +91,114 @@ spec:
   ]);
 });
 
-test('features this version cannot enforce are rejected, not enforced partially', () => {
-  const { problems } = parse(`
+test('ipBlock, named ports and endPort are modelled; the datapath-support check refuses them with the same field paths', () => {
+  const { objects, problems } = parse(`
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
 metadata: {name: p}
 spec:
   podSelector: {}
   ingress: [{from: [{ipBlock: {cidr: 10.0.0.0/8}}], ports: [{port: http}, {port: 80, endPort: 90}]}]
+  egress: [{to: [{ipBlock: {cidr: "fd00::1/64", except: ["fd00::/80"]}}]}]
 `);
-  assert.deepEqual(problems.map((p) => p.field), ['spec.ingress[0].from[0].ipBlock', 'spec.ingress[0].ports[0].port', 'spec.ingress[0].ports[1].endPort']);
-  assert.match(problems[1]!.message, /"http": named ports is not supported/);
+  assert.deepEqual(problems, []);
+  const pol = objects[0]!.object as NetworkPolicy;
+  assert.deepEqual(pol.ingress[0]!.peers, [{ ipBlock: { cidr: '10.0.0.0/8', except: [] } }]);
+  assert.deepEqual(pol.ingress[0]!.ports, [{ protocol: 'TCP', port: 'http' }, { protocol: 'TCP', port: 80, endPort: 90 }]);
+  // host bits in cidr are accepted and kept as written (they mean the network fd00::/64)
+  assert.deepEqual(pol.egress[0]!.peers, [{ ipBlock: { cidr: 'fd00::1/64', except: ['fd00::/80'] } }]);
+  const refused = unsupportedByDatapath(pol);
+  assert.deepEqual(refused.map((m) => m.split(': ')[1]), [
+    'spec.ingress[0].from[0].ipBlock', 'spec.ingress[0].ports[0].port', 'spec.ingress[0].ports[1].endPort', 'spec.egress[0].to[0].ipBlock',
+  ]);
+  assert.match(refused[0]!, /^NetworkPolicy default\/p: spec\.ingress\[0\]\.from\[0\]\.ipBlock: not enforced by this version's datapath yet; refused rather than enforced incompletely$/);
+  assert.match(refused[1]!, /"http": named ports are not enforced/);
+  assert.throws(() => checkDatapathSupport(new ClusterState([pol])), (e: unknown) => e instanceof ClusterStateError && /nothing was applied/.test(e.message));
+  // rules of a direction policyTypes leaves out are ignored by Kubernetes, so nothing to refuse
+  assert.deepEqual(unsupportedByDatapath({ ...pol, policyTypes: ['Egress'], egress: [] }), []);
+});
+
+const policyWith = (peerOrPorts: string) => `
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: p, namespace: x}
+spec:
+  podSelector: {}
+  ingress: [${peerOrPorts}]
+`;
+
+function problemsOf(text: string): string[] {
+  return parse(text).problems.map((p) => `${p.field}: ${p.message}`);
+}
+
+test('ipBlock: valid CIDRs, excepts of the same family strictly inside, exclusive with selectors', () => {
+  assert.deepEqual(problemsOf(policyWith('{from: [{ipBlock: {cidr: 10.0.0.0/33}}]}')),
+    ['spec.ingress[0].from[0].ipBlock.cidr: "10.0.0.0/33": must be a CIDR (a.b.c.d/n or x:x::/n)']);
+  assert.deepEqual(problemsOf(policyWith('{from: [{ipBlock: {cidr: 10.0.0.1}}]}')),
+    ['spec.ingress[0].from[0].ipBlock.cidr: "10.0.0.1": must be a CIDR (a.b.c.d/n or x:x::/n)']);
+  assert.deepEqual(problemsOf(policyWith('{from: [{ipBlock: {}}]}')).map((p) => p.split(':')[0]), ['spec.ingress[0].from[0].ipBlock.cidr']);
+  assert.deepEqual(problemsOf(policyWith('{from: [{ipBlock: {cidr: 10.0.0.0/8, except: [10.1.0.0/16, 11.0.0.0/16, 10.0.0.0/8, "fd00::/64", bogus]}}]}')), [
+    'spec.ingress[0].from[0].ipBlock.except[1]: "11.0.0.0/16": must be strictly inside cidr "10.0.0.0/8"',
+    'spec.ingress[0].from[0].ipBlock.except[2]: "10.0.0.0/8": must be strictly inside cidr "10.0.0.0/8"',
+    'spec.ingress[0].from[0].ipBlock.except[3]: "fd00::/64": must be an IPv4 CIDR, like cidr "10.0.0.0/8"',
+    'spec.ingress[0].from[0].ipBlock.except[4]: "bogus": must be a CIDR (a.b.c.d/n or x:x::/n)',
+  ]);
+  assert.deepEqual(problemsOf(policyWith('{from: [{ipBlock: {cidr: "2001:db8::/32", except: ["2001:db8:1::/48"]}}]}')), []);
+  assert.deepEqual(problemsOf(policyWith('{from: [{ipBlock: {cidr: 10.0.0.0/8}, podSelector: {}}]}')),
+    ['spec.ingress[0].from[0]: ipBlock cannot be combined with podSelector or namespaceSelector in one peer; list them as separate peers']);
+});
+
+test('ports: numbers 1-65535, IANA_SVC_NAME names, endPort needs a numeric port at or below it, known protocols', () => {
+  assert.deepEqual(problemsOf(policyWith('{ports: [{port: 0}, {port: 65536}, {port: http-80}, {port: "80"}, {port: "-http"}, {port: "a--b"}, {port: "123-456"}, {port: averyveryverylongname}, {port: HTTP}]}')), [
+    'spec.ingress[0].ports[0].port: 0: must be 1-65535',
+    'spec.ingress[0].ports[1].port: 65536: must be 1-65535',
+    'spec.ingress[0].ports[3].port: "80": is a quoted number; write it as a number',
+    'spec.ingress[0].ports[4].port: "-http": is neither a port number nor a port name: must be an IANA_SVC_NAME: 1-15 characters [a-z0-9-] with at least one letter, no leading, trailing or double "-"',
+    'spec.ingress[0].ports[5].port: "a--b": is neither a port number nor a port name: must be an IANA_SVC_NAME: 1-15 characters [a-z0-9-] with at least one letter, no leading, trailing or double "-"',
+    'spec.ingress[0].ports[6].port: "123-456": is neither a port number nor a port name: must be an IANA_SVC_NAME: 1-15 characters [a-z0-9-] with at least one letter, no leading, trailing or double "-"',
+    'spec.ingress[0].ports[7].port: "averyveryverylongname": is neither a port number nor a port name: must be an IANA_SVC_NAME: 1-15 characters [a-z0-9-] with at least one letter, no leading, trailing or double "-"',
+    'spec.ingress[0].ports[8].port: "HTTP": is neither a port number nor a port name: must be an IANA_SVC_NAME: 1-15 characters [a-z0-9-] with at least one letter, no leading, trailing or double "-"',
+  ]);
+  assert.deepEqual(problemsOf(policyWith('{ports: [{endPort: 90}, {port: http, endPort: 90}, {port: 90, endPort: 80}, {port: 80, endPort: 70000}, {port: 80, endPort: 80}, {port: 53, protocol: ICMP}]}')), [
+    'spec.ingress[0].ports[0].endPort: 90: requires a numeric port (the start of the range)',
+    'spec.ingress[0].ports[1].endPort: 90: cannot be used with a named port ("http")',
+    'spec.ingress[0].ports[2].endPort: 80: must be greater than or equal to port (90)',
+    'spec.ingress[0].ports[3].endPort: 70000: must be 1-65535',
+    'spec.ingress[0].ports[5].protocol: "ICMP": must be TCP, UDP or SCTP',
+  ]);
+});
+
+test('duplicate container port names within a pod are refused, across containers too', () => {
+  assert.deepEqual(problemsOf(`
+apiVersion: v1
+kind: Pod
+metadata: {name: a}
+spec:
+  containers:
+  - {name: c1, ports: [{containerPort: 80, name: http}, {containerPort: 81, name: metrics}]}
+  - {name: c2, ports: [{containerPort: 8080, name: http}, {containerPort: 9, name: "9"}]}
+`), [
+    'spec.containers[1].ports[1].name: "9": must be an IANA_SVC_NAME: 1-15 characters [a-z0-9-] with at least one letter, no leading, trailing or double "-"',
+    'spec.containers[1].ports[0].name: "http": duplicate port name: spec.containers[0].ports[0].name has it already',
+  ]);
+});
+
+test('two objects of the same kind, namespace and name in one batch are refused, naming both documents', () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'weir-manifest-'));
+  try {
+    const a = path.join(dir, 'a.yaml');
+    const b = path.join(dir, 'b.yaml');
+    writeFileSync(a, `${policyWith('{}')}\n---\n${policyWith('{}').replace('name: p,', 'name: q,')}`);
+    writeFileSync(b, `apiVersion: v1\nkind: Namespace\nmetadata: {name: p}\n---\n${policyWith('{}')}`);
+    assert.throws(() => loadManifests([a, b]), (e: unknown) => {
+      assert.ok(e instanceof ManifestError);
+      assert.equal(e.problems.length, 1, 'a Namespace named like a policy is no duplicate');
+      assert.equal(e.message.split('\n')[1], `  ${b}: document 2: NetworkPolicy x/p: metadata.name: "p": duplicate: NetworkPolicy x/p is also defined in ${a}: document 1`);
+      return true;
+    });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('YAML syntax errors are reported per document', () => {
