@@ -37,7 +37,7 @@ int weir_ct_gc(struct __sk_buff *skb)
 {
 	struct weir_gc_ctx g = { .now = weir_now() };
 
-	bpf_for_each_map_elem(&weir_ct_v1, weir_ct_gc_one, &g, 0);
+	bpf_for_each_map_elem(&weir_ct_v2, weir_ct_gc_one, &g, 0);
 	return g.deleted;
 }
 

@@ -141,7 +141,7 @@ struct weir_policy_value {
 	__u32 flags;   /* reserved (0) */
 };
 
-/* weir_ct_v1 (LRU hash): one entry per connection, keyed by the tuple of its first packet
+/* weir_ct_v2 (LRU hash): one entry per connection, keyed by the tuple of its first packet
  * (the initiator's direction). Replies are found by looking up the reversed tuple. */
 struct weir_ct_key {
 	__u8 saddr[16];
@@ -162,6 +162,8 @@ struct weir_ct_key {
 #define WEIR_CT_ENDED (1u << 7)        /* FLOW_END already emitted; the entry lingers briefly */
 #define WEIR_CT_SEEN_REPLY (1u << 8)
 #define WEIR_CT_AUDITED (1u << 9)      /* some decision passed only because of audit mode */
+#define WEIR_CT_SRC_VETH (1u << 10)    /* created at FROM_POD: ifindex is the source pod's veth,
+                                          where the source address passed anti-spoofing */
 
 struct weir_ct_entry {
 	__u64 created_ns;   /* first packet; like every Weir timestamp, CLOCK_MONOTONIC at tick
@@ -178,9 +180,14 @@ struct weir_ct_entry {
 	__u32 egress_rule_id;  /* rule that allowed the source's egress (0 = none needed/none) */
 	__u32 ingress_rule_id; /* rule that allowed the destination's ingress */
 	__u32 ifindex;      /* interface of the first packet */
+	__u32 rev_ifindex;  /* the destination pod's veth, where its address passed anti-spoofing
+	                       (its endpoint's ifindex, or the veth its ingress approved the flow
+	                       on, or a reply's veth after a full check); 0 = unknown. A reply at
+	                       FROM_POD through this veth needs no endpoint lookup. */
 	__u16 flags;        /* WEIR_CT_* */
 	__u8 tcp_flags_fwd; /* OR of TCP flags seen per direction */
 	__u8 tcp_flags_rev;
+	__u32 pad;
 };
 
 /* weir_deny_rl_v1 (LRU hash, key struct weir_ct_key): rate limit of DENY records per flow. */
@@ -248,7 +255,7 @@ _Static_assert(sizeof(struct weir_endpoint) == 16, "weir_endpoint layout");
 _Static_assert(sizeof(struct weir_policy_key) == 12, "weir_policy_key layout");
 _Static_assert(sizeof(struct weir_policy_value) == 8, "weir_policy_value layout");
 _Static_assert(sizeof(struct weir_ct_key) == 40, "weir_ct_key layout");
-_Static_assert(sizeof(struct weir_ct_entry) == 80, "weir_ct_entry layout");
+_Static_assert(sizeof(struct weir_ct_entry) == 88, "weir_ct_entry layout");
 _Static_assert(sizeof(struct weir_deny_rl) == 16, "weir_deny_rl layout");
 _Static_assert(sizeof(struct weir_stat) == 16, "weir_stat layout");
 _Static_assert(sizeof(struct weir_event_hdr) == 8, "weir_event_hdr layout");

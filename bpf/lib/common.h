@@ -33,7 +33,7 @@ static __always_inline __u64 weir_now(void)
 #define WEIR_TCP_PSH 0x08
 #define WEIR_TCP_ACK 0x10
 
-/* ---- maps: every one pinned by name, so the agent can reuse them across restarts. The _v1
+/* ---- maps: every one pinned by name, so the agent can reuse them across restarts. The _vN
  * suffix is the layout version of weir_abi.h (see the rules at its top). --------------------- */
 
 struct {
@@ -60,7 +60,7 @@ struct {
 	__type(key, struct weir_ct_key);
 	__type(value, struct weir_ct_entry);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} weir_ct_v1 SEC(".maps");
+} weir_ct_v2 SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
-/* Connection tracking: one weir_ct_v1 entry per flow, keyed by the initiator's tuple; a reply is
+/* Connection tracking: one weir_ct_v2 entry per flow, keyed by the initiator's tuple; a reply is
  * found under the reversed tuple. The entry remembers which policy sides the flow needed and
  * which approved it, so established packets skip policy, and counts the flow both ways. */
 #ifndef WEIR_CONNTRACK_H
@@ -117,7 +117,7 @@ static long weir_ct_gc_one(void *map, struct weir_ct_key *key, struct weir_ct_en
 	/* A flow that ended by FIN/RST already has its FLOW_END; the others end by expiry here. */
 	if (!(e->flags & WEIR_CT_ENDED))
 		weir_emit_flow_end(key, e, WEIR_HOOK_GC, e->ifindex, g->now);
-	if (bpf_map_delete_elem(&weir_ct_v1, key) == 0) {
+	if (bpf_map_delete_elem(&weir_ct_v2, key) == 0) {
 		g->deleted++;
 		weir_count(WEIR_C_CT_EXPIRED);
 	}

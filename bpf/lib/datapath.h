@@ -108,6 +108,35 @@ static __always_inline const struct weir_endpoint *weir_local_dst(const struct w
 	return dep && (dep->flags & WEIR_EP_LOCAL) ? dep : 0;
 }
 
+/* Anti-spoofing, the full check at FROM_POD: a pod may only send from its own addresses, through
+ * its own veth (an endpoint ifindex of 0 means "any interface"). Sets *sepp to the source
+ * endpoint (or NULL); returns non-zero when the packet is spoofed. */
+static __always_inline int weir_spoofed(const struct weir_ctx *c, const struct weir_endpoint **sepp)
+{
+	const struct weir_endpoint *sep = bpf_map_lookup_elem(&weir_endpoints_v1, c->p.tuple.saddr);
+
+	*sepp = sep;
+	return !sep || !(sep->flags & WEIR_EP_LOCAL) || (sep->ifindex && sep->ifindex != c->ifindex);
+}
+
+static __always_inline int weir_drop_spoofed(struct weir_ctx *c, const struct weir_endpoint *sep)
+{
+	const struct weir_endpoint *dep = bpf_map_lookup_elem(&weir_endpoints_v1, c->p.tuple.daddr);
+
+	weir_ids_from_eps(c, sep, dep);
+	return weir_deny(c, WEIR_R_DROP_SPOOFED);
+}
+
+/* The veth a local destination's address may legitimately send from, as the full check would
+ * accept it: its endpoint's ifindex, or (endpoint ifindex 0: any interface) the veth the packet
+ * is being delivered through at TO_POD. 0 = unknown. */
+static __always_inline __u32 weir_dst_veth(const struct weir_ctx *c, const struct weir_endpoint *dep)
+{
+	if (dep->ifindex)
+		return dep->ifindex;
+	return c->hook == WEIR_HOOK_TO_POD ? c->ifindex : 0;
+}
+
 /* A packet in the initiator's direction of a tracked flow. ep is the policed endpoint when the
  * caller has it (always at FROM_POD); at TO_POD it is looked up only if policy must run. */
 static __always_inline int weir_ct_forward(struct weir_ctx *c, struct weir_ct_entry *e,
@@ -124,8 +153,10 @@ static __always_inline int weir_ct_forward(struct weir_ctx *c, struct weir_ct_en
 		struct weir_decision d;
 		__u32 peer = from_pod ? e->dst_identity : e->src_identity;
 
-		if (!ep && !from_pod)
-			ep = weir_local_dst(c);
+		if (!ep) /* TO_POD skips the lookup for established packets; FROM_POD when conntrack
+			  * vouched for the source (then EGRESS_OK is set and this is not reached) */
+			ep = from_pod ? bpf_map_lookup_elem(&weir_endpoints_v1, c->p.tuple.saddr)
+				      : weir_local_dst(c);
 		if (!ep) /* the destination stopped being a local pod */
 			return weir_verdict(c, WEIR_R_ALLOW_UNPOLICED, TC_ACT_OK);
 		weir_policy_decide(ep, c->dir, peer, &c->p, &d);
@@ -138,6 +169,8 @@ static __always_inline int weir_ct_forward(struct weir_ctx *c, struct weir_ct_en
 		} else {
 			e->ingress_rule_id = d.rule_id;
 			c->ids.ingress_rule_id = d.rule_id;
+			/* the destination's replies through this veth need no endpoint lookup */
+			e->rev_ifindex = weir_dst_veth(c, ep);
 		}
 		e->flags |= ok | (d.verdict == WEIR_VERDICT_AUDIT ? WEIR_CT_AUDITED : 0);
 		weir_emit_packet(c, WEIR_EV_FLOW_START, d.verdict, d.reason, 1);
@@ -211,8 +244,11 @@ static __always_inline int weir_new_flow(struct weir_ctx *c, const struct weir_e
 		n.egress_rule_id = c->ids.egress_rule_id;
 		n.ingress_rule_id = c->ids.ingress_rule_id;
 		n.ifindex = c->ifindex;
+		n.rev_ifindex = dst_local ? weir_dst_veth(c, dep) : 0;
+		/* At FROM_POD the source passed anti-spoofing on this veth (the caller checked):
+		 * further packets of the flow through it need not look the endpoint up again. */
 		n.flags = (src_local ? WEIR_CT_NEED_EGRESS : 0) | (dst_local ? WEIR_CT_NEED_INGRESS : 0) |
-			  (from_pod ? WEIR_CT_EGRESS_OK : WEIR_CT_INGRESS_OK) |
+			  (from_pod ? WEIR_CT_EGRESS_OK | WEIR_CT_SRC_VETH : WEIR_CT_INGRESS_OK) |
 			  (d.verdict == WEIR_VERDICT_AUDIT ? WEIR_CT_AUDITED : 0);
 		if (counts) {
 			n.packets_fwd = 1;
@@ -226,9 +262,9 @@ static __always_inline int weir_new_flow(struct weir_ctx *c, const struct weir_e
 					n.flags |= WEIR_CT_FIN_FWD;
 			}
 		}
-		if (bpf_map_update_elem(&weir_ct_v1, &c->p.tuple, &n, BPF_NOEXIST)) {
+		if (bpf_map_update_elem(&weir_ct_v2, &c->p.tuple, &n, BPF_NOEXIST)) {
 			/* Another CPU created it in the meantime: carry on as one of its packets. */
-			e = bpf_map_lookup_elem(&weir_ct_v1, &c->p.tuple);
+			e = bpf_map_lookup_elem(&weir_ct_v2, &c->p.tuple);
 			if (e)
 				return weir_ct_forward(c, e, ep);
 			weir_count(WEIR_C_CT_CREATE_FAILED);
@@ -264,40 +300,50 @@ static __always_inline int weir_pod_hook(struct __sk_buff *skb, const __u8 hook)
 		return weir_verdict(&c, WEIR_R_PASS_NDP, TC_ACT_OK);
 	c.now = weir_now();
 
-	if (hook == WEIR_HOOK_FROM_POD) {
-		/* anti-spoofing: a pod may only send from its own addresses, through its own veth */
-		sep = bpf_map_lookup_elem(&weir_endpoints_v1, c.p.tuple.saddr);
-		if (!sep || !(sep->flags & WEIR_EP_LOCAL) ||
-		    (sep->ifindex && sep->ifindex != c.ifindex)) {
-			dep = bpf_map_lookup_elem(&weir_endpoints_v1, c.p.tuple.daddr);
-			weir_ids_from_eps(&c, sep, dep);
-			return weir_deny(&c, WEIR_R_DROP_SPOOFED);
-		}
-	}
-	/* At TO_POD the destination endpoint is only needed when policy runs: established packets
+	/* At FROM_POD, anti-spoofing (a pod may only send from its own addresses, through its own
+	 * veth) runs after the conntrack lookup, so that an entry can vouch for the source and spare
+	 * the endpoint lookup; without such an entry it runs in full before anything else is done
+	 * with the packet (in particular before a port-reuse delete).
+	 * At TO_POD the destination endpoint is only needed when policy runs: established packets
 	 * skip that lookup (the flow was approved; a later change of the endpoint does not
 	 * re-judge it, as with any conntrack). */
 
 	if (c.p.later_fragment)
 		goto new_flow;
 
-	e = bpf_map_lookup_elem(&weir_ct_v1, &c.p.tuple);
+	e = bpf_map_lookup_elem(&weir_ct_v2, &c.p.tuple);
 	if (e) {
+		/* vouched: the flow was created at FROM_POD on this very veth, after its source
+		 * address passed the full check there */
+		if (hook == WEIR_HOOK_FROM_POD &&
+		    !((e->flags & WEIR_CT_SRC_VETH) && e->ifindex == c.ifindex) &&
+		    weir_spoofed(&c, &sep))
+			return weir_drop_spoofed(&c, sep);
 		if (!weir_ct_is_reuse(e, c.p.tuple.proto, c.p.tcp_flags))
 			return weir_ct_forward(&c, e, sep);
 		/* port reuse after a close: forget the old flow, judge the new one afresh */
-		bpf_map_delete_elem(&weir_ct_v1, &c.p.tuple);
+		bpf_map_delete_elem(&weir_ct_v2, &c.p.tuple);
 	} else {
 		weir_ct_reverse(&rkey, &c.p.tuple);
-		e = bpf_map_lookup_elem(&weir_ct_v1, &rkey);
+		e = bpf_map_lookup_elem(&weir_ct_v2, &rkey);
 		if (e) {
+			/* a reply comes from the flow's destination pod, through its veth */
+			if (hook == WEIR_HOOK_FROM_POD && e->rev_ifindex != c.ifindex) {
+				if (weir_spoofed(&c, &sep))
+					return weir_drop_spoofed(&c, sep);
+				/* it passed here: later replies through this veth are vouched */
+				e->rev_ifindex = c.ifindex;
+			}
 			if (!weir_ct_is_reuse(e, c.p.tuple.proto, c.p.tcp_flags))
 				return weir_ct_reply(&c, e, &rkey);
-			bpf_map_delete_elem(&weir_ct_v1, &rkey);
+			bpf_map_delete_elem(&weir_ct_v2, &rkey);
 		}
 	}
 
 new_flow:
+	/* not yet checked (a later fragment, or vouched by an entry that was just forgotten) */
+	if (hook == WEIR_HOOK_FROM_POD && !sep && weir_spoofed(&c, &sep))
+		return weir_drop_spoofed(&c, sep);
 	if (hook == WEIR_HOOK_TO_POD) {
 		dep = weir_local_dst(&c);
 		/* not addressed to a local endpoint (e.g. routed through): nobody's ingress to police */

@@ -120,13 +120,14 @@ export const CtFlag = {
   ENDED: 1 << 7,
   SEEN_REPLY: 1 << 8,
   AUDITED: 1 << 9,
+  SRC_VETH: 1 << 10,
 } as const;
 
 /** Map and program names in bpf/build/weir.o (map names carry the layout version). */
 export const MapName = {
   endpoints: 'weir_endpoints_v1',
   policy: 'weir_policy_v1',
-  ct: 'weir_ct_v1',
+  ct: 'weir_ct_v2',
   denyRateLimit: 'weir_deny_rl_v1',
   stats: 'weir_stats_v1',
   counters: 'weir_counters_v1',
@@ -205,7 +206,7 @@ export const Layouts = {
     ['proto', 36, 1],
     ['pad', 37, 3],
   ]),
-  ctEntry: layout('weir_ct_entry', 80, [
+  ctEntry: layout('weir_ct_entry', 88, [
     ['created_ns', 0, 8],
     ['last_seen_ns', 8, 8],
     ['packets_fwd', 16, 8],
@@ -219,9 +220,11 @@ export const Layouts = {
     ['egress_rule_id', 64, 4],
     ['ingress_rule_id', 68, 4],
     ['ifindex', 72, 4],
-    ['flags', 76, 2],
-    ['tcp_flags_fwd', 78, 1],
-    ['tcp_flags_rev', 79, 1],
+    ['rev_ifindex', 76, 4],
+    ['flags', 80, 2],
+    ['tcp_flags_fwd', 82, 1],
+    ['tcp_flags_rev', 83, 1],
+    ['pad', 84, 4],
   ]),
   denyRl: layout('weir_deny_rl', 16, [
     ['last_event_ns', 0, 8],
@@ -523,6 +526,8 @@ export interface CtEntry {
   egressRuleId: number;
   ingressRuleId: number;
   ifindex: number;
+  /** the destination pod's veth, where its address passed anti-spoofing; 0 = unknown */
+  revIfindex: number;
   /** CtFlag bits */
   flags: number;
   tcpFlagsFwd: number;
@@ -546,6 +551,7 @@ export function decodeCtEntry(buf: Buffer): CtEntry {
     egressRuleId: v.u32('egress_rule_id'),
     ingressRuleId: v.u32('ingress_rule_id'),
     ifindex: v.u32('ifindex'),
+    revIfindex: v.u32('rev_ifindex'),
     flags: v.u16('flags'),
     tcpFlagsFwd: v.u8('tcp_flags_fwd'),
     tcpFlagsRev: v.u8('tcp_flags_rev'),
@@ -568,6 +574,7 @@ export function encodeCtEntry(e: CtEntry): Buffer {
     .setU32('egress_rule_id', e.egressRuleId)
     .setU32('ingress_rule_id', e.ingressRuleId)
     .setU32('ifindex', e.ifindex)
+    .setU32('rev_ifindex', e.revIfindex)
     .setU16('flags', e.flags)
     .setU8('tcp_flags_fwd', e.tcpFlagsFwd)
     .setU8('tcp_flags_rev', e.tcpFlagsRev).buf;

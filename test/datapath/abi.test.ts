@@ -26,7 +26,7 @@ test('map codecs round-trip', () => {
   const ce: abi.CtEntry = {
     createdNs: 1n, lastSeenNs: 2n, packetsFwd: 3n, bytesFwd: 4n, packetsRev: 5n, bytesRev: 6n,
     srcEp: 7, dstEp: 8, srcIdentity: 9, dstIdentity: 10, egressRuleId: 11, ingressRuleId: 12,
-    ifindex: 13, flags: abi.CtFlag.ENDED | abi.CtFlag.AUDITED, tcpFlagsFwd: 0x12, tcpFlagsRev: 0x11,
+    ifindex: 13, revIfindex: 14, flags: abi.CtFlag.ENDED | abi.CtFlag.AUDITED, tcpFlagsFwd: 0x12, tcpFlagsRev: 0x11,
   };
   assert.deepEqual(abi.decodeCtEntry(abi.encodeCtEntry(ce)), ce);
 });

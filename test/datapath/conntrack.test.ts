@@ -35,7 +35,8 @@ describe('conntrack', () => {
     assert.equal(dp.counter('CT_CREATED') - created, 1n);
     const e = dp.ct(tcpKey(POD_A, WORLD, 41000, 443));
     assert.ok(e);
-    assert.equal(e.flags, CtFlag.NEED_EGRESS | CtFlag.EGRESS_OK, 'source is local: egress needed and approved; world needs no ingress');
+    assert.equal(e.flags, CtFlag.NEED_EGRESS | CtFlag.EGRESS_OK | CtFlag.SRC_VETH, 'source is local: egress needed and approved (on its veth); world needs no ingress');
+    assert.equal(e.revIfindex, 0, 'the destination is not a local pod');
     assert.deepEqual(
       [e.packetsFwd, e.bytesFwd, e.packetsRev, e.bytesRev],
       [1n, BigInt(syn.length), 0n, 0n],
@@ -98,10 +99,11 @@ describe('conntrack', () => {
     assert.equal(dp.run('fromPod', fwd), TC_ACT_OK); // B's egress (not isolated)
     let e = dp.ct(key);
     assert.ok(e);
-    assert.equal(e.flags, CtFlag.NEED_EGRESS | CtFlag.NEED_INGRESS | CtFlag.EGRESS_OK);
+    assert.equal(e.flags, CtFlag.NEED_EGRESS | CtFlag.NEED_INGRESS | CtFlag.EGRESS_OK | CtFlag.SRC_VETH);
+    assert.equal(e.revIfindex, 1, 'A\'s veth, from its endpoint');
     assert.equal(dp.run('toPod', fwd), TC_ACT_OK); // A's ingress: rule 31
     e = dp.ct(key)!;
-    assert.equal(e.flags, CtFlag.NEED_EGRESS | CtFlag.NEED_INGRESS | CtFlag.EGRESS_OK | CtFlag.INGRESS_OK);
+    assert.equal(e.flags, CtFlag.NEED_EGRESS | CtFlag.NEED_INGRESS | CtFlag.EGRESS_OK | CtFlag.INGRESS_OK | CtFlag.SRC_VETH);
     assert.equal(e.ingressRuleId, 31);
     assert.equal(e.packetsFwd, 1n, 'counted leaving B only');
 

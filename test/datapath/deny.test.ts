@@ -3,7 +3,7 @@
 // unapproved replies, anti-spoofing and later fragments.
 import { describe, test, before, after, beforeEach } from 'node:test';
 import assert from 'node:assert/strict';
-import { TestDatapath, tcp, udp, anyPort } from '../helpers/datapath.js';
+import { TestDatapath, tcp, udp, anyPort, otherIfindexes } from '../helpers/datapath.js';
 import { packet, tcpPacket, udpPacket, TcpFlag } from '../helpers/packets.js';
 import * as abi from '../../src/datapath/abi.js';
 import { CtFlag, Direction, Hook, Identity, Proto, Reason, Verdict } from '../../src/datapath/abi.js';
@@ -240,6 +240,62 @@ describe('policy and deny path', () => {
       abi.encodePolicyValue({ ruleId: 42, flags: 0 }),
     );
     assert.equal(dp.run('toPod', udpPacket(OUTSIDE, '10.3.0.61', 43604, 53)), TC_ACT_SHOT);
+  });
+
+  test('anti-spoofing with conntrack: an established tuple from another veth is still spoofed', () => {
+    const [other] = otherIfindexes(1);
+    // WEB (veth lo, 1) opens a flow: the entry vouches for WEB's address on veth 1 only
+    const pkt = udpPacket(WEB_IP, OUTSIDE, 43700, 53);
+    assert.equal(dp.run('fromPod', pkt), TC_ACT_OK);
+    const e = dp.ct({ saddr: WEB_IP, daddr: OUTSIDE, sport: 43700, dport: 53, proto: Proto.UDP })!;
+    assert.deepEqual([e.ifindex, e.flags & CtFlag.SRC_VETH], [1, CtFlag.SRC_VETH]);
+    const spoofed = dp.stat('DROP_SPOOFED').packets;
+    assert.equal(dp.run('fromPod', pkt, { ifindex: other }), TC_ACT_SHOT, 'same tuple, another veth');
+    assert.equal(dp.stat('DROP_SPOOFED').packets - spoofed, 1n);
+    assert.equal(dp.run('fromPod', pkt), TC_ACT_OK, 'the real sender still passes');
+    assert.equal(dp.ct({ saddr: WEB_IP, daddr: OUTSIDE, sport: 43700, dport: 53, proto: Proto.UDP })!.packetsFwd, 2n, 'the spoofed packet was not counted');
+  });
+
+  test('anti-spoofing with conntrack: an entry made at TO_POD does not vouch for its source at FROM_POD', () => {
+    const [other] = otherIfindexes(1);
+    const SRC = '10.3.0.70'; // veth lo (1)
+    const DST = '10.3.0.71'; // veth `other`
+    dp.pod(SRC, { id: 70, identity: CLIENT, ifindex: 1 });
+    dp.pod(DST, { id: 71, identity: CLIENT, ifindex: other });
+    // the flow is first seen at DST's TO_POD (its FROM_POD entry was forgotten, say)
+    const pkt = udpPacket(SRC, DST, 43710, 53);
+    assert.equal(dp.run('toPod', pkt, { ifindex: other }), TC_ACT_OK);
+    const e = dp.ct({ saddr: SRC, daddr: DST, sport: 43710, dport: 53, proto: Proto.UDP })!;
+    assert.deepEqual([e.ifindex, e.flags & CtFlag.SRC_VETH], [other, 0]);
+    // DST forges SRC's address on its own veth, which is the entry's ifindex
+    const spoofed = dp.stat('DROP_SPOOFED').packets;
+    assert.equal(dp.run('fromPod', pkt, { ifindex: other }), TC_ACT_SHOT);
+    assert.equal(dp.stat('DROP_SPOOFED').packets - spoofed, 1n);
+  });
+
+  test('anti-spoofing with conntrack: a forged reply from a third pod\'s veth is dropped', () => {
+    const ifs = otherIfindexes(2);
+    const dstVeth = ifs[0]!;
+    const thirdVeth = ifs[1] ?? 1; // with a single other interface, the initiator's veth (lo)
+    const SRC = '10.3.0.80'; // veth lo (1)
+    const DST = '10.3.0.81'; // veth dstVeth
+    dp.pod(SRC, { id: 80, identity: CLIENT, ifindex: 1 });
+    dp.pod(DST, { id: 81, identity: CLIENT, ifindex: dstVeth });
+    const fwd = tcpPacket(SRC, DST, 43720, 8080, TcpFlag.SYN);
+    const reply = tcpPacket(DST, SRC, 8080, 43720, TcpFlag.SYN | TcpFlag.ACK);
+    assert.equal(dp.run('fromPod', fwd), TC_ACT_OK);
+    assert.equal(dp.run('toPod', fwd, { ifindex: dstVeth }), TC_ACT_OK);
+    const key = { saddr: SRC, daddr: DST, sport: 43720, dport: 8080, proto: Proto.TCP };
+    assert.equal(dp.ct(key)!.revIfindex, dstVeth);
+    const spoofed = dp.stat('DROP_SPOOFED').packets;
+    assert.equal(dp.run('fromPod', reply, { ifindex: thirdVeth }), TC_ACT_SHOT, 'forged reply');
+    assert.equal(dp.stat('DROP_SPOOFED').packets - spoofed, 1n);
+    assert.equal(dp.ct(key)!.revIfindex, dstVeth, 'a failed check teaches the entry nothing');
+    assert.equal(dp.ct(key)!.packetsRev, 0n);
+    assert.equal(dp.run('fromPod', reply, { ifindex: dstVeth }), TC_ACT_OK, 'the real reply');
+    assert.equal(dp.ct(key)!.packetsRev, 1n);
+    const [d] = TestDatapath.flows(dp.drain(), 'DENY');
+    assert.deepEqual([d!.reason, d!.saddr, d!.ifindex], [Reason.DROP_SPOOFED, DST, thirdVeth]);
   });
 
   test('traffic to an address that is not a local endpoint is not policed at TO_POD', () => {

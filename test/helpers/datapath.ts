@@ -2,7 +2,7 @@
 // with its own maps (pinned by name under a unique pin root, removed on close), so test files can
 // run concurrently. Map seeding reads like policy: dp.pod('10.0.0.1', { identity: WEB, isolate:
 // 'ingress' }); dp.allowIngress(WEB, CLIENT, tcp(80), 7).
-import { rmSync, readdirSync, rmdirSync, existsSync } from 'node:fs';
+import { rmSync, readdirSync, readFileSync, rmdirSync, existsSync } from 'node:fs';
 import path from 'node:path';
 import { BpfObject, BpfMap, RingBufferReader, ensureBpffs, numPossibleCpus } from '../../src/datapath/libbpf.js';
 import * as abi from '../../src/datapath/abi.js';
@@ -95,9 +95,12 @@ export class TestDatapath {
     return this.obj.map(name);
   }
 
-  /** Runs a program on one packet; returns the tc action (0 OK, 2 SHOT) or the GC's count. */
-  run(prog: ProgramKey, data: Buffer): number {
-    return this.obj.program(abi.ProgramName[prog]).testRun({ data, dataOutSize: 0 }).retval;
+  /** Runs a program on one packet; returns the tc action (0 OK, 2 SHOT) or the GC's count.
+   * opts.ifindex: the interface the packet runs on (skb->ifindex; default lo, 1), which must
+   * exist in this network namespace (see otherIfindexes()). */
+  run(prog: ProgramKey, data: Buffer, opts: { ifindex?: number } = {}): number {
+    const ctx = opts.ifindex ? skbCtx(opts.ifindex) : undefined;
+    return this.obj.program(abi.ProgramName[prog]).testRun({ data, dataOutSize: 0, ...(ctx ? { ctx, ctxOutSize: CTX_OUT_SIZE } : {}) }).retval;
   }
 
   /** Average ns per run over `repeat` runs of one packet. */
@@ -225,6 +228,31 @@ export class TestDatapath {
     this.obj.close();
     removePinRoot(this.pinRoot);
   }
+}
+
+/** The kernel writes the whole struct __sk_buff back (192 bytes on 6.x): room for it to grow. */
+const CTX_OUT_SIZE = 512;
+
+/** A struct __sk_buff for BPF_PROG_TEST_RUN with only ifindex set (offset 40; the kernel accepts
+ * a context shorter than the struct and requires the fields it does not take to be zero). */
+function skbCtx(ifindex: number): Buffer {
+  const b = Buffer.alloc(48);
+  b.writeUInt32LE(ifindex, 40);
+  return b;
+}
+
+/**
+ * Up to `n` ifindexes of interfaces other than lo in this network namespace, lowest first: a test
+ * run can only pretend to arrive on an interface that exists. Throws when there is none, since a
+ * test that needs "another veth" cannot run without one.
+ */
+export function otherIfindexes(n: number): number[] {
+  const found = readdirSync('/sys/class/net')
+    .map((dev) => Number(readFileSync(path.join('/sys/class/net', dev, 'ifindex'), 'utf8')))
+    .filter((i) => i > 1)
+    .sort((a, b) => a - b);
+  if (found.length === 0) throw new Error('this test needs a network interface besides lo to run packets on');
+  return found.slice(0, n);
 }
 
 function removePinRoot(dir: string): void {
