@@ -10,6 +10,9 @@ import { formatLabStatus } from '../lab/status.js';
 import { observeLab } from '../flows/observe.js';
 import { runDemo } from './demo.js';
 import { explainBpfFailure } from '../datapath/privileges.js';
+import { checkPolicies, formatCheck } from '../policy/check.js';
+import { formatProblem, ManifestError } from '../datastore/manifest.js';
+import { ClusterStateError } from '../datastore/cluster.js';
 
 function portNumber(value: string): number {
   const n = Number(value);
@@ -119,6 +122,38 @@ export function buildCli(): Command {
     .action(async (o: { name: string }) => {
       const { wasUp } = await Lab.down(o.name);
       console.log(wasUp ? `lab "${o.name}" is down` : `lab "${o.name}" was not up; nothing left behind`);
+    });
+
+  const policy = program.command('policy').description('NetworkPolicy tools that need no cluster and no privileges');
+  policy.command('check').description('validate manifests offline (every error with its field path); with pods, print who may talk to whom per port')
+    .addOption(new Option('-f, --filename <file...>', 'Kubernetes YAML files (NetworkPolicy, Namespace, Pod)').makeOptionMandatory())
+    .option('--pods <file...>', 'Pod manifests (status.podIP used when given, else addresses as the lab assigns them)')
+    .option('--port <port>', 'only this port (default: every port the policies name)', portNumber)
+    .addOption(new Option('--protocol <protocol>', 'with --port its protocol (default TCP); without, only the policies\' ports of it').choices(['TCP', 'UDP', 'SCTP']))
+    .option('-6, --ipv6', 'evaluate the pods\' IPv6 addresses')
+    .addOption(new Option('-o, --output <format>', 'output format').choices(['table', 'json']).default('table'))
+    .action((o: { filename: string[]; pods?: string[]; port?: number; protocol?: 'TCP' | 'UDP' | 'SCTP'; ipv6?: boolean; output: string }) => {
+      let result;
+      try {
+        result = checkPolicies({
+          files: o.filename, family: o.ipv6 ? 6 : 4,
+          ...(o.pods ? { pods: o.pods } : {}), ...(o.port !== undefined ? { port: o.port } : {}), ...(o.protocol ? { protocol: o.protocol } : {}),
+        });
+      } catch (err) {
+        // Every problem on its own line, then exit 1.
+        if (err instanceof ManifestError) {
+          console.error(`weir: ${err.problems.length} problem${err.problems.length === 1 ? '' : 's'}:`);
+          for (const p of err.problems) console.error(`  ${formatProblem(p)}`);
+        } else if (err instanceof ClusterStateError) {
+          console.error(`weir: ${err.problems.length} problem${err.problems.length === 1 ? '' : 's'}:`);
+          for (const p of err.problems) console.error(`  ${p}`);
+        } else {
+          throw err;
+        }
+        process.exitCode = 1;
+        return;
+      }
+      console.log(o.output === 'json' ? JSON.stringify(result) : formatCheck(result));
     });
 
   program.command('demo').description('bring up a small lab, send allowed and denied traffic, show the flows, tear down')

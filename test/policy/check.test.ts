@@ -1,0 +1,147 @@
+// `weir policy check`, through the compiled CLI as a user runs it (no root, no lab).
+import test from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { repoRoot } from '../../src/paths.js';
+import type { PolicyCheckResult } from '../../src/policy/check.js';
+
+const run = promisify(execFile);
+const CLI = path.join(repoRoot, 'dist', 'src', 'cli', 'main.js');
+
+const POLICIES = `
+apiVersion: v1
+kind: Namespace
+metadata: {name: x, labels: {team: blue}}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: allow-a, namespace: x}
+spec:
+  podSelector: {matchLabels: {app: b}}
+  ingress: [{from: [{podSelector: {matchLabels: {app: a}}}], ports: [{port: 80}, {port: dns, protocol: UDP}]}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: egress, namespace: y}
+spec:
+  podSelector: {}
+  policyTypes: [Egress]
+  egress: [{to: [{namespaceSelector: {matchLabels: {team: blue}}}], ports: [{port: 80}]}]
+`;
+
+const PODS = `
+apiVersion: v1
+kind: Pod
+metadata: {name: a, namespace: x, labels: {app: a}}
+spec: {containers: [{name: c}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: b, namespace: x, labels: {app: b}}
+spec: {containers: [{name: c, ports: [{containerPort: 5353, protocol: UDP, name: dns}]}]}
+status: {podIP: 10.244.7.7}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: c, namespace: y, labels: {app: a}}
+spec: {containers: [{name: c}]}
+`;
+
+async function withFiles(body: (file: (name: string, text: string) => string) => Promise<void>): Promise<void> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'weir-policy-check-'));
+  try {
+    await body((name, text) => {
+      const p = path.join(dir, name);
+      writeFileSync(p, text);
+      return p;
+    });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+const cli = (...args: string[]) => run(process.execPath, [CLI, ...args]);
+const fails = (...args: string[]) => cli(...args).then(
+  (r) => assert.fail(`expected exit 1, got success: ${r.stdout}`),
+  (e: { code: number; stdout: string; stderr: string }) => e,
+);
+
+test('policy check: valid policies without pods', async () => {
+  await withFiles(async (file) => {
+    const { stdout } = await cli('policy', 'check', '-f', file('p.yaml', POLICIES));
+    assert.match(stdout, /^3 objects valid \(2 NetworkPolicies, 0 Pods\)$/m);
+    assert.match(stdout, /note: Namespace y has no manifest/);
+    assert.match(stdout, /note: NetworkPolicy x\/allow-a: spec\.ingress\[0\]\.ports\[1\]\.port: "dns": named ports are not enforced/);
+    assert.doesNotMatch(stdout, /rows: from/, 'no pods, no matrix');
+  });
+});
+
+test('policy check: every error with its file, document, object and field path; exit 1', async () => {
+  await withFiles(async (file) => {
+    const bad = file('bad.yaml', `
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: bad, namespace: x}
+spec:
+  podSelector: {matchExpressions: [{key: app, operator: Like, values: [a]}]}
+  ingress:
+  - from: [{ipBlock: {cidr: 10.0.0.0/8, except: [11.0.0.0/16]}, podSelector: {}}]
+    ports: [{port: 0}, {port: 80, endPort: 70}, {port: 53, protocol: ICMP}, {port: Http}]
+`);
+    const e = await fails('policy', 'check', '-f', bad, file('p.yaml', POLICIES), file('p2.yaml', POLICIES));
+    assert.equal(e.code, 1);
+    const lines = e.stderr.trim().split('\n');
+    assert.equal(lines[0], 'weir: 10 problems:', 'seven in bad.yaml, three duplicates in p2.yaml');
+    const at = (field: string, message: RegExp) => assert.ok(lines.some((l) => l.includes(`bad.yaml: document 1: NetworkPolicy x/bad: ${field}: `) && message.test(l)), `${field} ${message}`);
+    at('spec.podSelector.matchExpressions[0].operator', /"Like": must be In, NotIn, Exists or DoesNotExist/);
+    at('spec.ingress[0].from[0]', /ipBlock cannot be combined with podSelector/);
+    at('spec.ingress[0].from[0].ipBlock.except[0]', /"11\.0\.0\.0\/16": must be strictly inside cidr "10\.0\.0\.0\/8"/);
+    at('spec.ingress[0].ports[0].port', /0: must be 1-65535/);
+    at('spec.ingress[0].ports[1].endPort', /70: must be greater than or equal to port \(80\)/);
+    at('spec.ingress[0].ports[2].protocol', /"ICMP": must be TCP, UDP or SCTP/);
+    at('spec.ingress[0].ports[3].port', /"Http": is neither a port number nor a port name/);
+    assert.ok(lines.some((l) => /p2\.yaml: document 2: NetworkPolicy x\/allow-a: metadata\.name: "allow-a": duplicate: .* also defined in .*p\.yaml: document 2/.test(l)), 'duplicates name both documents');
+  });
+});
+
+test('policy check with pods: a matrix per port the policies name, from the reference evaluator', async () => {
+  await withFiles(async (file) => {
+    const { stdout } = await cli('policy', 'check', '-f', file('p.yaml', POLICIES), '--pods', file('pods.yaml', PODS));
+    const tables = stdout.split('\n\n').slice(1);
+    // ports named: TCP/80 (numbers) and UDP/5353 (the named port "dns" resolved against x/b)
+    assert.deepEqual(tables.map((t) => t.split(' ')[0]), ['TCP/80', 'UDP/5353']);
+    assert.equal(tables[0], [
+      'TCP/80  (rows: from, columns: to; . connected, X denied; by the reference evaluator)',
+      '      x/a x/b y/c',
+      'x/a   .   .   .  ',
+      'x/b   .   .   .  ',
+      // y/c may egress to namespaces labelled team=blue (x) on 80, but x/b admits only x's app=a
+      'y/c   .   X   .  ',
+    ].join('\n'));
+    assert.equal(tables[1]!.split('\n')[4], 'y/c   X   X   .  ', 'y egress allows port 80 only');
+  });
+});
+
+test('policy check -o json: one object with addresses, per-pair verdicts and decisions; --port/--protocol', async () => {
+  await withFiles(async (file) => {
+    const { stdout } = await cli('policy', 'check', '-f', file('p.yaml', POLICIES), '--pods', file('pods.yaml', PODS), '--port', '81', '--protocol', 'TCP', '-o', 'json');
+    const r = JSON.parse(stdout) as PolicyCheckResult;
+    assert.equal(r.pods, 3);
+    assert.equal(r.addresses['x/b']![0], '10.244.7.7', 'status.podIP is used');
+    assert.match(r.addresses['x/a']![0]!, /^10\.244\.0\.\d+$/, 'others get lab addresses');
+    assert.deepEqual(r.reports.map((x) => `${x.protocol}/${x.port}`), ['TCP/81']);
+    const pair = (from: string, to: string) => r.reports[0]!.results.find((x) => x.from === from && x.to === to)!;
+    assert.equal(pair('x/a', 'x/b').connected, false);
+    assert.deepEqual(pair('x/a', 'x/b').ingress, { verdict: 'deny', reason: 'default-deny', pod: 'x/b', policies: ['x/allow-a'] });
+    assert.deepEqual(pair('y/c', 'x/a').egress, { verdict: 'deny', reason: 'default-deny', pod: 'y/c', policies: ['y/egress'] });
+    assert.deepEqual(pair('x/b', 'x/a'), { from: 'x/b', to: 'x/a', connected: true,
+      egress: { verdict: 'allow', reason: 'not-isolated', pod: 'x/b' }, ingress: { verdict: 'allow', reason: 'not-isolated', pod: 'x/a' } });
+    const tcp80 = JSON.parse((await cli('policy', 'check', '-f', file('p2.yaml', POLICIES), '--pods', file('pods2.yaml', PODS), '-6', '-o', 'json')).stdout) as PolicyCheckResult;
+    const allowed = tcp80.reports[0]!.results.find((x) => x.from === 'x/a' && x.to === 'x/b')!;
+    assert.deepEqual(allowed.ingress, { verdict: 'allow', reason: 'policy', pod: 'x/b', rule: { policy: 'x/allow-a', direction: 'Ingress', index: 0 } });
+  });
+});
