@@ -190,10 +190,23 @@ struct weir_ct_entry {
 	__u32 pad;
 };
 
-/* weir_deny_rl_v1 (LRU hash, key struct weir_ct_key): rate limit of DENY records per flow. */
+/* weir_deny_rl_v2 (LRU hash, key struct weir_ct_key): rate limit of DENY records per flow, and
+ * the verdict cache of denied flows. While the policy generation is unchanged and the DENY-record
+ * interval has not elapsed, a packet of the tuple at the same hook and interface that misses
+ * conntrack is dropped under the cached reason without being judged again (docs/datapath.md). */
 struct weir_deny_rl {
 	__u64 last_event_ns;
 	__u32 suppressed; /* denied packets since the last DENY record */
+	__u32 generation; /* weir_config.generation the cached verdict was judged under */
+	__u32 ifindex;    /* interface and hook of the cached verdict */
+	__u16 reason;     /* its reason (enum weir_reason); 0 = nothing cached */
+	__u8 hook;
+	__u8 pad;
+};
+
+/* weir_config_v1 (array, 1 entry): state user space shares with the programs. */
+struct weir_config {
+	__u32 generation; /* bumped by user space after every change of the endpoint or policy maps */
 	__u32 pad;
 };
 
@@ -256,7 +269,8 @@ _Static_assert(sizeof(struct weir_policy_key) == 12, "weir_policy_key layout");
 _Static_assert(sizeof(struct weir_policy_value) == 8, "weir_policy_value layout");
 _Static_assert(sizeof(struct weir_ct_key) == 40, "weir_ct_key layout");
 _Static_assert(sizeof(struct weir_ct_entry) == 88, "weir_ct_entry layout");
-_Static_assert(sizeof(struct weir_deny_rl) == 16, "weir_deny_rl layout");
+_Static_assert(sizeof(struct weir_deny_rl) == 24, "weir_deny_rl layout");
+_Static_assert(sizeof(struct weir_config) == 8, "weir_config layout");
 _Static_assert(sizeof(struct weir_stat) == 16, "weir_stat layout");
 _Static_assert(sizeof(struct weir_event_hdr) == 8, "weir_event_hdr layout");
 _Static_assert(sizeof(struct weir_flow_event) == 136, "weir_flow_event layout");

@@ -68,7 +68,15 @@ struct {
 	__type(key, struct weir_ct_key);
 	__type(value, struct weir_deny_rl);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} weir_deny_rl_v1 SEC(".maps");
+} weir_deny_rl_v2 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct weir_config);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} weir_config_v1 SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -100,6 +108,27 @@ struct {
 	__uint(max_entries, 1 << 20);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } weir_events_v1 SEC(".maps");
+
+/* The policy generation: read before the endpoint and policy lookups a verdict rests on, so a
+ * verdict cached under it is never newer than the maps it was judged from. */
+static __always_inline __u32 weir_generation(void)
+{
+	__u32 zero = 0;
+	const struct weir_config *cfg = bpf_map_lookup_elem(&weir_config_v1, &zero);
+
+	return cfg ? cfg->generation : 0;
+}
+
+/* Forgets the cached deny verdict of a tuple (its rate-limit state and pending count stay, so
+ * every denied packet is still reported). Called when conntrack state that verdict may rest on
+ * changes: the reversed tuple's entry is created, approved or deleted. */
+static __always_inline void weir_deny_forget(const struct weir_ct_key *k)
+{
+	struct weir_deny_rl *rl = bpf_map_lookup_elem(&weir_deny_rl_v2, k);
+
+	if (rl && rl->reason)
+		rl->reason = 0;
+}
 
 /* ---- runtime knobs: user space may change them before load; the verifier sees constants. ---- */
 

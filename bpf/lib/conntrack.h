@@ -21,6 +21,25 @@ static __always_inline void weir_ct_reverse(struct weir_ct_key *r, const struct 
 	r->pad[2] = 0;
 }
 
+/* The conntrack state a cached deny verdict of the reversed tuple may rest on (an unapproved
+ * reply; a tuple judged as a new flow because no entry answered it) changed with this entry: the
+ * entry was created, approved or deleted. Make that tuple's next packet be judged afresh. */
+static __always_inline void weir_ct_forget_reply_deny(const struct weir_ct_key *key)
+{
+	struct weir_ct_key r;
+
+	weir_ct_reverse(&r, key);
+	weir_deny_forget(&r);
+}
+
+static __always_inline long weir_ct_delete(const struct weir_ct_key *key)
+{
+	long err = bpf_map_delete_elem(&weir_ct_v2, key);
+
+	weir_ct_forget_reply_deny(key);
+	return err;
+}
+
 static __always_inline int weir_ct_approved(const struct weir_ct_entry *e)
 {
 	__u16 f = e->flags;
@@ -29,11 +48,15 @@ static __always_inline int weir_ct_approved(const struct weir_ct_entry *e)
 	       (!(f & WEIR_CT_NEED_INGRESS) || (f & WEIR_CT_INGRESS_OK));
 }
 
+static __always_inline int weir_is_bare_syn(__u8 proto, __u8 tcp_flags)
+{
+	return proto == WEIR_PROTO_TCP && (tcp_flags & (WEIR_TCP_SYN | WEIR_TCP_ACK)) == WEIR_TCP_SYN;
+}
+
 /* A bare SYN on a flow that already ended: the tuple is being reused for a new connection. */
 static __always_inline int weir_ct_is_reuse(const struct weir_ct_entry *e, __u8 proto, __u8 tcp_flags)
 {
-	return proto == WEIR_PROTO_TCP && (e->flags & WEIR_CT_ENDED) &&
-	       (tcp_flags & (WEIR_TCP_SYN | WEIR_TCP_ACK)) == WEIR_TCP_SYN;
+	return (e->flags & WEIR_CT_ENDED) && weir_is_bare_syn(proto, tcp_flags);
 }
 
 /* Counts one packet of the flow (at the flow's single counting hook, see docs/datapath.md) and
@@ -117,7 +140,7 @@ static long weir_ct_gc_one(void *map, struct weir_ct_key *key, struct weir_ct_en
 	/* A flow that ended by FIN/RST already has its FLOW_END; the others end by expiry here. */
 	if (!(e->flags & WEIR_CT_ENDED))
 		weir_emit_flow_end(key, e, WEIR_HOOK_GC, e->ifindex, g->now);
-	if (bpf_map_delete_elem(&weir_ct_v2, key) == 0) {
+	if (weir_ct_delete(key) == 0) {
 		g->deleted++;
 		weir_count(WEIR_C_CT_EXPIRED);
 	}

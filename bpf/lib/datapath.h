@@ -20,6 +20,7 @@ struct weir_ctx {
 	__u64 now;
 	__u32 len;
 	__u32 ifindex;
+	__u32 gen; /* policy generation, read before the lookups a deny verdict rests on */
 	__u8 hook;
 	__u8 dir; /* direction this hook polices: EGRESS at FROM_POD, INGRESS at TO_POD */
 };
@@ -72,18 +73,31 @@ static __always_inline void weir_emit_packet(const struct weir_ctx *c, __u8 type
 	weir_emit_flow(&c->p.tuple, &c->ids, &m, 0);
 }
 
+/* A DENY record of this flow was written less than deny_event_interval_ns ago
+ * (last > now: another CPU just wrote one). */
+static __always_inline int weir_deny_recent(const struct weir_ctx *c, const struct weir_deny_rl *rl)
+{
+	__u64 last = rl->last_event_ns;
+
+	return last > c->now || c->now - last < deny_event_interval_ns;
+}
+
 /* Drops the packet. Every denied packet is represented in the records: per flow key at most one
- * DENY record per deny_event_interval_ns, the packets in between counted into the next one. */
+ * DENY record per deny_event_interval_ns, the packets in between counted into the next one.
+ * The entry also caches the verdict (reason, generation, hook, interface) for the fast path in
+ * weir_pod_hook; DROP_CT_FULL is not cached: the next packet may find room. */
 static __always_inline int weir_deny(struct weir_ctx *c, __u16 reason)
 {
-	struct weir_deny_rl *rl = bpf_map_lookup_elem(&weir_deny_rl_v1, &c->p.tuple);
+	struct weir_deny_rl *rl = bpf_map_lookup_elem(&weir_deny_rl_v2, &c->p.tuple);
+	__u16 cached = reason == WEIR_R_DROP_CT_FULL ? 0 : reason;
 	__u32 count = 1;
 
 	if (rl) {
-		__u64 last = rl->last_event_ns;
-
-		/* last > now: another CPU just wrote a record for this flow */
-		if (last > c->now || c->now - last < deny_event_interval_ns) {
+		rl->generation = c->gen;
+		rl->ifindex = c->ifindex;
+		rl->reason = cached;
+		rl->hook = c->hook;
+		if (weir_deny_recent(c, rl)) {
 			__sync_fetch_and_add(&rl->suppressed, 1);
 			weir_count(WEIR_C_DENY_SUPPRESSED);
 			return weir_verdict(c, reason, TC_ACT_SHOT);
@@ -92,9 +106,15 @@ static __always_inline int weir_deny(struct weir_ctx *c, __u16 reason)
 		rl->suppressed = 0;
 		rl->last_event_ns = c->now;
 	} else {
-		struct weir_deny_rl n = { .last_event_ns = c->now };
+		struct weir_deny_rl n = {
+			.last_event_ns = c->now,
+			.generation = c->gen,
+			.ifindex = c->ifindex,
+			.reason = cached,
+			.hook = c->hook,
+		};
 
-		bpf_map_update_elem(&weir_deny_rl_v1, &c->p.tuple, &n, BPF_ANY);
+		bpf_map_update_elem(&weir_deny_rl_v2, &c->p.tuple, &n, BPF_ANY);
 	}
 	weir_emit_packet(c, WEIR_EV_DENY, WEIR_VERDICT_DENY, reason, count);
 	return weir_verdict(c, reason, TC_ACT_SHOT);
@@ -153,6 +173,7 @@ static __always_inline int weir_ct_forward(struct weir_ctx *c, struct weir_ct_en
 		struct weir_decision d;
 		__u32 peer = from_pod ? e->dst_identity : e->src_identity;
 
+		c->gen = weir_generation();
 		if (!ep) /* TO_POD skips the lookup for established packets; FROM_POD when conntrack
 			  * vouched for the source (then EGRESS_OK is set and this is not reached) */
 			ep = from_pod ? bpf_map_lookup_elem(&weir_endpoints_v1, c->p.tuple.saddr)
@@ -173,6 +194,8 @@ static __always_inline int weir_ct_forward(struct weir_ctx *c, struct weir_ct_en
 			e->rev_ifindex = weir_dst_veth(c, ep);
 		}
 		e->flags |= ok | (d.verdict == WEIR_VERDICT_AUDIT ? WEIR_CT_AUDITED : 0);
+		/* its replies may have been denied as unapproved until now */
+		weir_ct_forget_reply_deny(&c->p.tuple);
 		weir_emit_packet(c, WEIR_EV_FLOW_START, d.verdict, d.reason, 1);
 		reason = d.reason;
 	}
@@ -272,6 +295,8 @@ static __always_inline int weir_new_flow(struct weir_ctx *c, const struct weir_e
 		}
 	}
 	weir_count(WEIR_C_CT_CREATED);
+	/* a reply of this flow must never be answered from a deny cached before it existed */
+	weir_ct_forget_reply_deny(&c->p.tuple);
 	weir_emit_packet(c, WEIR_EV_FLOW_START, d.verdict, d.reason, 1);
 	return weir_verdict(c, d.reason, TC_ACT_OK);
 }
@@ -281,6 +306,7 @@ static __always_inline int weir_pod_hook(struct __sk_buff *skb, const __u8 hook)
 	struct weir_ctx c;
 	const struct weir_endpoint *sep = 0, *dep = 0;
 	struct weir_ct_entry *e;
+	struct weir_deny_rl *rl;
 	struct weir_ct_key rkey;
 	int r;
 
@@ -316,14 +342,34 @@ static __always_inline int weir_pod_hook(struct __sk_buff *skb, const __u8 hook)
 		/* vouched: the flow was created at FROM_POD on this very veth, after its source
 		 * address passed the full check there */
 		if (hook == WEIR_HOOK_FROM_POD &&
-		    !((e->flags & WEIR_CT_SRC_VETH) && e->ifindex == c.ifindex) &&
-		    weir_spoofed(&c, &sep))
-			return weir_drop_spoofed(&c, sep);
+		    !((e->flags & WEIR_CT_SRC_VETH) && e->ifindex == c.ifindex)) {
+			c.gen = weir_generation();
+			if (weir_spoofed(&c, &sep))
+				return weir_drop_spoofed(&c, sep);
+		}
 		if (!weir_ct_is_reuse(e, c.p.tuple.proto, c.p.tcp_flags))
 			return weir_ct_forward(&c, e, sep);
 		/* port reuse after a close: forget the old flow, judge the new one afresh */
-		bpf_map_delete_elem(&weir_ct_v2, &c.p.tuple);
+		weir_ct_delete(&c.p.tuple);
 	} else {
+		/* A flow denied moments ago, judged under the current policy generation at this hook
+		 * and interface: drop it again without judging it again (every lookup below would
+		 * give the same answer). Folded into the next DENY record like any denied packet; the
+		 * packet that makes that record due takes the full path. */
+		c.gen = weir_generation();
+		rl = bpf_map_lookup_elem(&weir_deny_rl_v2, &c.p.tuple);
+		if (rl) {
+			__u16 reason = rl->reason;
+
+			if (reason && rl->generation == c.gen && rl->ifindex == c.ifindex &&
+			    rl->hook == hook && weir_deny_recent(&c, rl) &&
+			    /* a bare SYN may reopen a closed flow whose reply this was */
+			    !(reason == WEIR_R_DROP_UNAPPROVED_REPLY && weir_is_bare_syn(c.p.tuple.proto, c.p.tcp_flags))) {
+				__sync_fetch_and_add(&rl->suppressed, 1);
+				weir_count(WEIR_C_DENY_SUPPRESSED);
+				return weir_verdict(&c, reason, TC_ACT_SHOT);
+			}
+		}
 		weir_ct_reverse(&rkey, &c.p.tuple);
 		e = bpf_map_lookup_elem(&weir_ct_v2, &rkey);
 		if (e) {
@@ -336,11 +382,14 @@ static __always_inline int weir_pod_hook(struct __sk_buff *skb, const __u8 hook)
 			}
 			if (!weir_ct_is_reuse(e, c.p.tuple.proto, c.p.tcp_flags))
 				return weir_ct_reply(&c, e, &rkey);
-			bpf_map_delete_elem(&weir_ct_v2, &rkey);
+			weir_ct_delete(&rkey);
 		}
 	}
 
 new_flow:
+	/* what follows is judged under this generation (re-read: a port reuse or a later fragment
+	 * got here without it) */
+	c.gen = weir_generation();
 	/* not yet checked (a later fragment, or vouched by an entry that was just forgotten) */
 	if (hook == WEIR_HOOK_FROM_POD && !sep && weir_spoofed(&c, &sep))
 		return weir_drop_spoofed(&c, sep);

@@ -128,7 +128,8 @@ export const MapName = {
   endpoints: 'weir_endpoints_v1',
   policy: 'weir_policy_v1',
   ct: 'weir_ct_v2',
-  denyRateLimit: 'weir_deny_rl_v1',
+  denyRateLimit: 'weir_deny_rl_v2',
+  config: 'weir_config_v1',
   stats: 'weir_stats_v1',
   counters: 'weir_counters_v1',
   lostPending: 'weir_lost_pend_v1',
@@ -226,10 +227,18 @@ export const Layouts = {
     ['tcp_flags_rev', 83, 1],
     ['pad', 84, 4],
   ]),
-  denyRl: layout('weir_deny_rl', 16, [
+  denyRl: layout('weir_deny_rl', 24, [
     ['last_event_ns', 0, 8],
     ['suppressed', 8, 4],
-    ['pad', 12, 4],
+    ['generation', 12, 4],
+    ['ifindex', 16, 4],
+    ['reason', 20, 2],
+    ['hook', 22, 1],
+    ['pad', 23, 1],
+  ]),
+  config: layout('weir_config', 8, [
+    ['generation', 0, 4],
+    ['pad', 4, 4],
   ]),
   stat: layout('weir_stat', 16, [
     ['packets', 0, 8],
@@ -583,18 +592,54 @@ export function encodeCtEntry(e: CtEntry): Buffer {
 export interface DenyRateLimit {
   lastEventNs: bigint;
   suppressed: number;
+  /** the cached verdict: policy generation, interface, hook and reason (0 = nothing cached) */
+  generation: number;
+  ifindex: number;
+  reason: number;
+  hook: number;
 }
 
 export function decodeDenyRl(buf: Buffer): DenyRateLimit {
   checkSize(Layouts.denyRl, buf, 'deny rate-limit entry');
   const v = new View(Layouts.denyRl, buf);
-  return { lastEventNs: v.u64('last_event_ns'), suppressed: v.u32('suppressed') };
+  return {
+    lastEventNs: v.u64('last_event_ns'),
+    suppressed: v.u32('suppressed'),
+    generation: v.u32('generation'),
+    ifindex: v.u32('ifindex'),
+    reason: v.u16('reason'),
+    hook: v.u8('hook'),
+  };
 }
 
 export function encodeDenyRl(d: DenyRateLimit): Buffer {
   const v = new View(Layouts.denyRl, Buffer.alloc(Layouts.denyRl.size));
-  return v.setU64('last_event_ns', d.lastEventNs).setU32('suppressed', d.suppressed).buf;
+  return v
+    .setU64('last_event_ns', d.lastEventNs)
+    .setU32('suppressed', d.suppressed)
+    .setU32('generation', d.generation)
+    .setU32('ifindex', d.ifindex)
+    .setU16('reason', d.reason)
+    .setU8('hook', d.hook).buf;
 }
+
+/** weir_config_v1[0]: what user space tells the programs. */
+export interface Config {
+  /** policy generation, bumped after every change of the endpoint or policy maps */
+  generation: number;
+}
+
+export function decodeConfig(buf: Buffer): Config {
+  checkSize(Layouts.config, buf, 'config');
+  return { generation: new View(Layouts.config, buf).u32('generation') };
+}
+
+export function encodeConfig(c: Config): Buffer {
+  return new View(Layouts.config, Buffer.alloc(Layouts.config.size)).setU32('generation', c.generation).buf;
+}
+
+/** The generation after `g` (u32, wrapping). */
+export const nextGeneration = (g: number): number => (g + 1) >>> 0;
 
 /** An index key of the array maps (stats, counters, lost-pending): a host-order u32. */
 export function encodeIndexKey(i: number): Buffer {

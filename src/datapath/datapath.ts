@@ -120,7 +120,9 @@ export class Datapath {
   /**
    * Programs the endpoint and policy maps to exactly `compiled`. Order matters for packets in
    * flight: new and changed policy entries first (an endpoint never points at rules that are not
-   * there yet), then endpoints, then stale endpoints, then stale policy entries.
+   * there yet), then endpoints, then stale endpoints, then stale policy entries. When anything
+   * changed, the policy generation is bumped last, which invalidates every deny verdict the
+   * datapath cached under the old maps (docs/datapath.md: the deny cache).
    */
   apply(compiled: CompiledDatapath): ApplyStats {
     const epMap = this.map(MAPS.endpoints);
@@ -159,7 +161,22 @@ export class Datapath {
     const endpointsWritten = write(epMap, wantEndpoints, haveEndpoints);
     const endpointsDeleted = prune(epMap, wantEndpoints, haveEndpoints);
     const policyDeleted = prune(polMap, wantPolicy, havePolicy);
+    if (policyWritten + endpointsWritten + endpointsDeleted + policyDeleted > 0) this.bumpGeneration();
     return { endpointsWritten, endpointsDeleted, policyWritten, policyDeleted };
+  }
+
+  /** The policy generation the datapath judges under. */
+  generation(): number {
+    const raw = this.map(MAPS.config).lookup(abi.encodeIndexKey(0));
+    return raw ? abi.decodeConfig(raw).generation : 0;
+  }
+
+  /** Read-modify-write of weir_config_v1[0].generation: the generation lives in the map, so a
+   * restarted agent (or another process on the same pins) continues from it. */
+  bumpGeneration(): number {
+    const next = abi.nextGeneration(this.generation());
+    this.map(MAPS.config).update(abi.encodeIndexKey(0), abi.encodeConfig({ generation: next }));
+    return next;
   }
 
   /** Runs the conntrack collector once: expired flows get their FLOW_END record and go.

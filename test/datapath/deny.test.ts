@@ -156,6 +156,80 @@ describe('policy and deny path', () => {
     assert.equal(TestDatapath.flows(dp.drain(), 'DENY').length, 0);
   });
 
+  test('deny cache: repeated denies are dropped from the cached verdict until the generation changes', () => {
+    const pkt = udpPacket(OUTSIDE, WEB_IP, 43800, 9998);
+    const key = abi.encodeCtKey({ saddr: OUTSIDE, daddr: WEB_IP, sport: 43800, dport: 9998, proto: Proto.UDP });
+    const rlMap = dp.map(abi.MapName.denyRateLimit);
+    const suppressed = dp.counter('DENY_SUPPRESSED');
+    const denied = dp.stat('DENY_DEFAULT').packets;
+    assert.equal(dp.run('toPod', pkt), TC_ACT_SHOT);
+    const rl = abi.decodeDenyRl(rlMap.lookup(key)!);
+    assert.deepEqual([rl.generation, rl.reason, rl.hook, rl.ifindex, rl.suppressed], [dp.generation(), Reason.DENY_DEFAULT, Hook.TO_POD, 1, 0]);
+
+    // A key that would allow the flow, written without bumping the generation (no user space
+    // does this): the next packets are not judged again, so they are still dropped.
+    dp.map(abi.MapName.policy).update(
+      abi.encodePolicyKey({ identity: WEB, peerIdentity: Identity.ANY, port: 9998, proto: Proto.UDP, direction: Direction.INGRESS }),
+      abi.encodePolicyValue({ ruleId: 14, flags: 0 }),
+    );
+    for (let i = 0; i < 3; i++) assert.equal(dp.run('toPod', pkt), TC_ACT_SHOT);
+    assert.equal(dp.stat('DENY_DEFAULT').packets - denied, 4n, 'counted under the cached reason');
+    assert.equal(dp.counter('DENY_SUPPRESSED') - suppressed, 3n);
+    assert.equal(abi.decodeDenyRl(rlMap.lookup(key)!).suppressed, 3);
+    assert.deepEqual(TestDatapath.flows(dp.drain()).map((r) => [r.type, r.count]), [['DENY', 1]]);
+
+    // the generation bump that follows every map change: the very next packet is judged again
+    dp.bumpGeneration();
+    assert.equal(dp.run('toPod', pkt), TC_ACT_OK);
+    const [start] = TestDatapath.flows(dp.drain());
+    assert.deepEqual([start!.type, start!.ingressRuleId], ['FLOW_START', 14]);
+    dp.map(abi.MapName.policy).delete(
+      abi.encodePolicyKey({ identity: WEB, peerIdentity: Identity.ANY, port: 9998, proto: Proto.UDP, direction: Direction.INGRESS }),
+    );
+    dp.bumpGeneration();
+  });
+
+  test('deny cache: a rule seeded like the compiler does takes effect on the next packet', () => {
+    const pkt = udpPacket(OTHER_IP, WEB_IP, 43801, 7000);
+    assert.equal(dp.run('toPod', pkt), TC_ACT_SHOT);
+    assert.equal(dp.run('toPod', pkt), TC_ACT_SHOT);
+    dp.allowIngress(WEB, OTHER, udp(7000), 15);
+    assert.equal(dp.run('toPod', pkt), TC_ACT_OK);
+  });
+
+  test('deny cache: a reply of a flow allowed after its tuple was denied passes', () => {
+    // OUTSIDE -> WEB over UDP: denied at TO_POD, and cached
+    const inbound = udpPacket(OUTSIDE, WEB_IP, 53, 43810);
+    assert.equal(dp.run('toPod', inbound), TC_ACT_SHOT);
+    assert.equal(dp.run('toPod', inbound), TC_ACT_SHOT);
+    // WEB (not egress isolated) then opens the flow this is the reply of: no policy changed, but
+    // the new entry makes the cached verdict of its reply tuple stale
+    assert.equal(dp.run('fromPod', udpPacket(WEB_IP, OUTSIDE, 43810, 53)), TC_ACT_OK);
+    const established = dp.stat('ALLOW_ESTABLISHED').packets;
+    assert.equal(dp.run('toPod', inbound), TC_ACT_OK);
+    assert.equal(dp.stat('ALLOW_ESTABLISHED').packets - established, 1n);
+    const rl = abi.decodeDenyRl(dp.map(abi.MapName.denyRateLimit).lookup(
+      abi.encodeCtKey({ saddr: OUTSIDE, daddr: WEB_IP, sport: 53, dport: 43810, proto: Proto.UDP }))!);
+    assert.deepEqual([rl.reason, rl.suppressed], [0, 1], 'verdict forgotten, the suppressed packet still pending for a record');
+  });
+
+  test('deny cache: the verdict is per hook and interface', () => {
+    const [other] = otherIfindexes(1);
+    // DB is egress isolated: its packet to OUTSIDE is denied at FROM_POD on veth lo...
+    const pkt = udpPacket(DB_IP, OUTSIDE, 43820, 53);
+    assert.equal(dp.run('fromPod', pkt), TC_ACT_SHOT);
+    const denied = dp.stat('DENY_DEFAULT').packets;
+    const spoofed = dp.stat('DROP_SPOOFED').packets;
+    // ...while the same tuple on another veth is judged in full (DB's endpoint has ifindex 0, any
+    // interface: the same default deny), and the cache follows the latest verdict
+    assert.equal(dp.run('fromPod', pkt, { ifindex: other }), TC_ACT_SHOT);
+    assert.equal(dp.stat('DENY_DEFAULT').packets - denied, 1n);
+    assert.equal(dp.stat('DROP_SPOOFED').packets - spoofed, 0n);
+    const rl = abi.decodeDenyRl(dp.map(abi.MapName.denyRateLimit).lookup(
+      abi.encodeCtKey({ saddr: DB_IP, daddr: OUTSIDE, sport: 43820, dport: 53, proto: Proto.UDP }))!);
+    assert.deepEqual([rl.hook, rl.ifindex, rl.suppressed], [Hook.FROM_POD, other, 1]);
+  });
+
   test('reply of a flow the destination never approved is dropped', () => {
     // pod to pod: DB's egress allows DB -> WEB udp/9000, WEB's ingress does not
     const fwd = udpPacket(DB_IP, WEB_IP, 43400, 9000);

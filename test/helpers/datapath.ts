@@ -115,9 +115,23 @@ export class TestDatapath {
 
   // ---- seeding ----------------------------------------------------------------------------------
 
-  /** Writes an endpoint as given (flags verbatim: no rule-summary flags are added). */
+  /** Writes an endpoint as given (flags verbatim: no rule-summary flags are added), then bumps
+   * the policy generation, as Datapath.apply does after its map writes. */
   endpoint(ip: string, ep: abi.Endpoint): void {
     this.map(abi.MapName.endpoints).update(abi.encodeIpKey(ip), abi.encodeEndpoint(ep));
+    this.bumpGeneration();
+  }
+
+  generation(): number {
+    const raw = this.map(abi.MapName.config).lookup(abi.encodeIndexKey(0));
+    return raw ? abi.decodeConfig(raw).generation : 0;
+  }
+
+  /** weir_config_v1[0].generation + 1: invalidates every cached deny verdict. */
+  bumpGeneration(): number {
+    const next = abi.nextGeneration(this.generation());
+    this.map(abi.MapName.config).update(abi.encodeIndexKey(0), abi.encodeConfig({ generation: next }));
+    return next;
   }
 
   private static readonly RULE_FLAGS =
@@ -154,9 +168,13 @@ export class TestDatapath {
       ? (peer === abi.Identity.ANY ? abi.EndpointFlag.ANY_RULES_INGRESS : abi.EndpointFlag.PEER_RULES_INGRESS)
       : (peer === abi.Identity.ANY ? abi.EndpointFlag.ANY_RULES_EGRESS : abi.EndpointFlag.PEER_RULES_EGRESS);
     const had = this.ruleFlags.get(subject) ?? 0;
-    if (had & flag) return;
+    if (had & flag) {
+      this.bumpGeneration(); // the endpoints are unchanged, the keys are not
+      return;
+    }
     this.ruleFlags.set(subject, had | flag);
     for (const [ip, ep] of this.endpoints) if (ep.identity === subject) this.writePod(ip, ep);
+    this.bumpGeneration();
   }
 
   /** Lets `peer` (an identity, or Identity.ANY) reach `subject` on `ports`, as rule `ruleId`. */
