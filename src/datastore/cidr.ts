@@ -39,6 +39,7 @@ function parseV6(s: string): bigint {
 
 /** An address, or undefined when `s` is not an IPv4 or IPv6 address. */
 export function parseIp(s: string): ParsedIp | undefined {
+  if (s.includes('%')) return undefined; // a zone (fe80::1%eth0) names no address of a pod or a block
   if (isIPv4(s)) return { family: 4, value: parseV4(s) };
   if (isIPv6(s)) return { family: 6, value: parseV6(s) };
   return undefined;
