@@ -12,7 +12,7 @@ import {
 
 export interface ManifestProblem {
   readonly file: string;
-  /** 1-based document number within the file */
+  /** 1-based document number within the file; 0 for the file as a whole */
   readonly document: number;
   /** e.g. "NetworkPolicy x/deny-all", or undefined when the document has no usable kind/name */
   readonly object?: string;
@@ -22,7 +22,8 @@ export interface ManifestProblem {
 }
 
 export function formatProblem(p: ManifestProblem): string {
-  const where = [`${p.file}: document ${p.document}`, p.object, p.field].filter((s) => s).join(': ');
+  // document 0: the file as a whole (e.g. it cannot be read)
+  const where = [p.document > 0 ? `${p.file}: document ${p.document}` : p.file, p.object, p.field].filter((s) => s).join(': ');
   return `${where}: ${p.message}`;
 }
 
