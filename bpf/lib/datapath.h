@@ -85,11 +85,13 @@ static __always_inline int weir_deny_recent(const struct weir_ctx *c, const stru
 /* Drops the packet. Every denied packet is represented in the records: per flow key at most one
  * DENY record per deny_event_interval_ns, the packets in between counted into the next one.
  * The entry also caches the verdict (reason, generation, hook, interface) for the fast path in
- * weir_pod_hook; DROP_CT_FULL is not cached: the next packet may find room. */
+ * weir_pod_hook. Not cached: DROP_CT_FULL (the next packet may find room), and the verdicts of
+ * later fragments, judged without conntrack: their ports-0 tuple is also that of ICMP errors,
+ * which conntrack may let through as replies. */
 static __always_inline int weir_deny(struct weir_ctx *c, __u16 reason)
 {
 	struct weir_deny_rl *rl = bpf_map_lookup_elem(&weir_deny_rl_v2, &c->p.tuple);
-	__u16 cached = reason == WEIR_R_DROP_CT_FULL ? 0 : reason;
+	__u16 cached = reason == WEIR_R_DROP_CT_FULL || c->p.later_fragment ? 0 : reason;
 	__u32 count = 1;
 
 	if (rl) {

@@ -386,6 +386,10 @@ describe('policy and deny path', () => {
     // for UDP only port-specific rules would apply: no rule for OUTSIDE -> dropped
     const udpFrag = packet({ src: OUTSIDE, dst: WEB_IP, l4: { proto: 17, raw: Buffer.alloc(100) }, fragOffset: 100 });
     assert.equal(dp.run('toPod', udpFrag), TC_ACT_SHOT);
+    // judged without conntrack: the verdict is not cached for the ports-0 tuple
+    const rl = abi.decodeDenyRl(dp.map(abi.MapName.denyRateLimit).lookup(
+      abi.encodeCtKey({ saddr: OUTSIDE, daddr: WEB_IP, sport: 0, dport: 0, proto: Proto.UDP }))!);
+    assert.equal(rl.reason, 0);
     // DB's egress allows only udp/5432 to OTHER: a later fragment has no port -> dropped
     assert.equal(dp.run('fromPod', packet({ src: DB_IP, dst: OTHER_IP, l4: { proto: 17, raw: Buffer.alloc(100) }, fragOffset: 100 })), TC_ACT_SHOT);
   });
