@@ -42,6 +42,8 @@ export interface Resolver {
   /** Who held `ip` (for the lab: now; for the agent: when the packet flowed). */
   peer(ip: string, identity: number): { name?: string; kind: PeerKind };
   rule(id: number): RuleInfo | undefined;
+  /** The policies that isolate pod `name` in `direction` (a default deny names them). */
+  isolatedBy?(name: string, direction: 'Ingress' | 'Egress'): string[];
 }
 
 /** bpf_ktime_get_ns() and process.hrtime() both read CLOCK_MONOTONIC. */
@@ -64,12 +66,19 @@ export function describeRule(id: number, resolver: Resolver): string {
 function decision(ev: FlowEvent, resolver: Resolver): string {
   const ruleId = ev.direction === Direction.EGRESS ? ev.egressRuleId : ev.ingressRuleId;
   const way = ev.direction === Direction.EGRESS ? 'egress' : 'ingress';
+  // The policed pod: the sender for egress decisions, the receiver for ingress ones.
+  const policed = () => {
+    const [ip, identity] = ev.direction === Direction.EGRESS ? [ev.saddr, ev.srcIdentity] : [ev.daddr, ev.dstIdentity];
+    const name = resolver.peer(ip, identity).name;
+    const by = name && resolver.isolatedBy ? resolver.isolatedBy(name, ev.direction === Direction.EGRESS ? 'Egress' : 'Ingress') : [];
+    return by.length > 0 ? ` (isolated by ${by.join(', ')})` : '';
+  };
   switch (ev.reason) {
     case Reason.ALLOW_POLICY: return describeRule(ruleId, resolver);
     case Reason.ALLOW_NOT_ISOLATED: return `no policy selects it for ${way}`;
     case Reason.ALLOW_HOST: return 'traffic with its own node (always allowed)';
-    case Reason.DENY_DEFAULT: return `default deny: no ${way} rule allows it`;
-    case Reason.AUDIT: return `audit: default deny would drop it (${way})`;
+    case Reason.DENY_DEFAULT: return `default deny: no ${way} rule allows it${policed()}`;
+    case Reason.AUDIT: return `audit: default deny would drop it (${way})${policed()}`;
     case Reason.DROP_SPOOFED: return 'source address is not the pod\'s';
     case Reason.DROP_UNAPPROVED_REPLY: return 'reply to a flow policy never allowed';
     case Reason.DROP_CT_FULL: return 'conntrack table full';

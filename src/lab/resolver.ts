@@ -3,6 +3,8 @@
 import type { Resolver } from '../flows/describe.js';
 import { RESERVED_IDENTITY_KIND } from '../flows/describe.js';
 import type { LabState } from './state.js';
+import type { NetworkPolicy, Pod } from '../datastore/objects.js';
+import { matchesSelector } from '../policy/selector.js';
 
 export function labResolver(state: () => LabState): Resolver {
   let cachedFor: LabState | undefined;
@@ -27,6 +29,16 @@ export function labResolver(state: () => LabState): Resolver {
     },
     rule(id) {
       return state().ids.ruleInfo[id];
+    },
+    isolatedBy(name, direction) {
+      const objects = state().objects;
+      const pod = objects.find((o): o is Pod => o.kind === 'Pod' && `${o.namespace}/${o.name}` === name);
+      if (!pod) return [];
+      return objects
+        .filter((o): o is NetworkPolicy => o.kind === 'NetworkPolicy' && o.namespace === pod.namespace
+          && o.policyTypes.includes(direction) && matchesSelector(o.podSelector, pod.labels))
+        .map((p) => `${p.namespace}/${p.name}`)
+        .sort();
     },
   };
 }

@@ -30,10 +30,13 @@ test('an allowed flow names both pods and the deciding rule', () => {
   assert.equal(formatFlow(v), '10:00:00.000 ALLOW  TCP  web/frontend 10.244.0.10:40000 -> world 10.244.0.11:8080  ingress: api/allow ingress[2]');
 });
 
-test('denies say why; IPv6 addresses are bracketed; counts of folded packets show', () => {
-  const v = describeRecord(event({ type: 'DENY', verdict: Verdict.DENY, reason: Reason.DENY_DEFAULT, saddr: 'fd00::b', daddr: 'fd00::c', family: 6, count: 3, direction: Direction.EGRESS }), resolver, at);
-  assert.equal(v.policy, 'default deny: no egress rule allows it');
-  assert.match(formatFlow(v), /DENY {3}TCP  api\/orders \[fd00::b\]:40000 -> world \[fd00::c\]:8080  egress: default deny: no egress rule allows it  x3$/);
+test('denies say why and which policies isolate the pod; IPv6 addresses are bracketed; counts of folded packets show', () => {
+  const v = describeRecord(event({ type: 'DENY', verdict: Verdict.DENY, reason: Reason.DENY_DEFAULT, saddr: 'fd00::b', daddr: 'fd00::c', family: 6, count: 3, direction: Direction.EGRESS }),
+    { ...resolver, isolatedBy: (name, dir) => (name === 'api/orders' && dir === 'Egress' ? ['api/default-deny', 'api/orders-out'] : []) }, at);
+  assert.equal(v.policy, 'default deny: no egress rule allows it (isolated by api/default-deny, api/orders-out)');
+  assert.match(formatFlow(v), /DENY {3}TCP  api\/orders \[fd00::b\]:40000 -> world \[fd00::c\]:8080  egress: default deny: no egress rule allows it \(isolated by api\/default-deny, api\/orders-out\)  x3$/);
+  // without that knowledge the record still says what happened
+  assert.equal(describeRecord(event({ type: 'DENY', verdict: Verdict.DENY, reason: Reason.DENY_DEFAULT }), resolver, at).policy, 'default deny: no ingress rule allows it');
 });
 
 test('flow ends carry counters and both decisions; node traffic and unknown rules are named', () => {

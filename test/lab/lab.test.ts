@@ -122,6 +122,7 @@ test('pods talk; a policy blocks and unblocks; records carry the original source
         assert.equal(d.direction, 'ingress');
         assert.equal(d.reason, 'DENY_DEFAULT');
         assert.equal(d.hook, 'TO_POD');
+        assert.equal(d.policy, 'default deny: no ingress rule allows it (isolated by x/deny-b)');
       }
 
       flows.length = 0;
