@@ -9,8 +9,8 @@ test('open, load, look up programs and maps, close', async () => {
   const obj = BpfObject.open(bpfObject('progs'));
   try {
     assert.deepEqual(obj.programNames().sort(),
-      ['add_shared', 'bump_mark', 'count_len', 'emit', 'ret_const', 'rewrite_dst']);
-    for (const m of ['counts', 'pcpu', 'shared', 'resizable', 'events']) assert.ok(obj.mapNames().includes(m), m);
+      ['bump_mark', 'count_len', 'emit', 'ret_const', 'rewrite_dst']);
+    for (const m of ['counts', 'pcpu', 'resizable', 'events']) assert.ok(obj.mapNames().includes(m), m);
     await obj.load();
     const prog = obj.program('ret_const');
     assert.equal(prog.name, 'ret_const');
@@ -136,8 +136,8 @@ test('maxEntries overrides a map size before load', async () => {
 
 test('pinRoot: a LIBBPF_PIN_BY_NAME map is pinned by the first load and reused by the second', async () => {
   const dir = makePinDir();
-  const a = BpfObject.open(bpfObject('progs'), { pinRoot: dir });
-  const b = BpfObject.open(bpfObject('progs'), { pinRoot: dir });
+  const a = BpfObject.open(bpfObject('pinned'), { pinRoot: dir });
+  const b = BpfObject.open(bpfObject('pinned'), { pinRoot: dir });
   try {
     await a.load();
     // the first program writes through its object's map ...

@@ -25,15 +25,6 @@ struct {
 	__type(value, struct pcpu_val);
 } pcpu SEC(".maps");
 
-/* pinned by name under the object's pinRoot: shared between two opens */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u64);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} shared SEC(".maps");
-
 /* resized by the tests through maxEntries */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -100,18 +91,6 @@ int rewrite_dst(struct __sk_buff *skb)
 	for (int i = 0; i < 6; i++)
 		p[i] = 0xff;
 	return p[12];
-}
-
-/* writes `shared`[0] += mark, returns the new value's low 32 bits */
-SEC("tc")
-int add_shared(struct __sk_buff *skb)
-{
-	__u32 zero = 0;
-	__u64 *v = bpf_map_lookup_elem(&shared, &zero);
-	if (!v)
-		return -1;
-	*v += skb->mark;
-	return (int)*v;
 }
 
 /* emits `mark` records (at most 64) into the ring buffer; returns how many were written */
