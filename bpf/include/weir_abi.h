@@ -101,7 +101,14 @@ enum weir_counter {
 
 /* ---- maps ---------------------------------------------------------------------------------- */
 
-/* weir_endpoints_v1 (hash): which endpoint holds an address. Key: a 16-byte address. */
+/* The policy state comes in two copies, slot 0 and slot 1 (maps weir_endpoints_v2_0/_1,
+ * weir_policy_v2_0/_1, weir_ipcache_v1_0/_1). The programs judge a packet from the slot of the
+ * policy generation they read once per packet (weir_config.generation & 1); user space fills the
+ * other slot completely, then bumps the generation, which flips every map at once
+ * (docs/datapath.md: atomic updates). */
+#define WEIR_SLOTS 2
+
+/* weir_endpoints_v2_N (hash): which endpoint holds an address. Key: a 16-byte address. */
 struct weir_ip_key {
 	__u8 addr[16];
 };
@@ -115,6 +122,8 @@ struct weir_ip_key {
 #define WEIR_EP_ANY_RULES_INGRESS (1u << 5)  /* some ingress key has peer WEIR_ID_ANY */
 #define WEIR_EP_PEER_RULES_EGRESS (1u << 6)
 #define WEIR_EP_ANY_RULES_EGRESS (1u << 7)
+#define WEIR_EP_CIDR_RULES_INGRESS (1u << 8) /* some ingress key names a CIDR class */
+#define WEIR_EP_CIDR_RULES_EGRESS (1u << 9)
 
 struct weir_endpoint {
 	__u32 id;       /* endpoint id, stable for the endpoint's life, 0 = none */
@@ -123,22 +132,48 @@ struct weir_endpoint {
 	__u32 flags;    /* WEIR_EP_* */
 };
 
-/* weir_policy_v1 (hash): allow rules, compiled per (subject identity, direction).
- * The datapath looks up, in this order, the first hit deciding and naming the rule:
- *   {peer, proto, port} {peer, proto, 0} {peer, 0, 0} {ANY, proto, port} {ANY, proto, 0} {ANY, 0, 0}
- * port 0 means every port of proto; proto 0 means every protocol (a rule without ports).
- * User space puts, for each key, the lowest rule id among the rules producing it. */
-struct weir_policy_key {
-	__u32 identity;      /* the policed endpoint's identity */
-	__u32 peer_identity; /* the other side's identity, or WEIR_ID_ANY */
-	__u16 port;          /* destination port, host byte order; 0 = any */
-	__u8 proto;          /* WEIR_PROTO_*, 0 = any */
-	__u8 direction;      /* enum weir_direction: INGRESS or EGRESS */
+/* CIDR classes: every distinct prefix the policy set's ipBlocks (cidr and except) name gets a
+ * class id >= WEIR_ID_FIRST_CIDR_CLASS. An address's class is its longest listed prefix
+ * (weir_ipcache_v1_N); an ipBlock covers a class iff its cidr contains the class's prefix and no
+ * except does, so one policy key per class stands for "every address of the class". */
+#define WEIR_ID_FIRST_CIDR_CLASS (1u << 24)
+
+/* weir_ipcache_v1_N (LPM trie): address -> CIDR class. IPv4 as ::ffff:a.b.c.d, prefix + 96. */
+struct weir_ipcache_key {
+	__u32 prefixlen;
+	__u8 addr[16];
 };
+
+struct weir_ipcache_value {
+	__u32 class_id;
+	__u32 pad;
+};
+
+/* weir_policy_v2_N (LPM trie): allow rules, compiled per (subject identity, direction, peer).
+ * The peer is a label-set identity, a CIDR class or WEIR_ID_ANY. A rule without ports ends its
+ * prefix after direction (WEIR_POLICY_PREFIX_PEER), "every port of a protocol" after proto
+ * (WEIR_POLICY_PREFIX_PROTO), a port after the 16 port bits (WEIR_POLICY_PREFIX_PORT), and a port
+ * range is split into aligned power-of-two blocks. The port comes last and big-endian, so a
+ * prefix of the key is a block of ports. One lookup per peer kind (identity, class, ANY) finds
+ * the most specific entry; user space folds into every entry the best rule of every entry that
+ * covers it, and the datapath takes the hit with the lowest rank: that is the rule the reference
+ * evaluator names (first by policy "namespace/name", then rule index). */
+struct weir_policy_key {
+	__u32 prefixlen;
+	__u32 identity;  /* the policed endpoint's identity */
+	__u32 peer;      /* the other side's identity or CIDR class, or WEIR_ID_ANY */
+	__u8 direction;  /* enum weir_direction: INGRESS or EGRESS */
+	__u8 proto;      /* WEIR_PROTO_* (TCP, UDP, SCTP); not covered by a rule without ports */
+	__be16 port;     /* destination port, network byte order */
+};
+
+#define WEIR_POLICY_PREFIX_PEER 72   /* identity, peer, direction */
+#define WEIR_POLICY_PREFIX_PROTO 80  /* ... and proto */
+#define WEIR_POLICY_PREFIX_PORT 96   /* ... and the port */
 
 struct weir_policy_value {
 	__u32 rule_id; /* names policy + direction + rule index in user space's rule table */
-	__u32 flags;   /* reserved (0) */
+	__u32 rank;    /* the rule's position in the reference order; lower wins */
 };
 
 /* weir_ct_v2 (LRU hash): one entry per connection, keyed by the tuple of its first packet
@@ -206,7 +241,8 @@ struct weir_deny_rl {
 
 /* weir_config_v1 (array, 1 entry): state user space shares with the programs. */
 struct weir_config {
-	__u32 generation; /* bumped by user space after every change of the endpoint or policy maps */
+	__u32 generation; /* bumped by user space after every change of the endpoint or policy maps;
+	                     its parity is the slot of the policy maps in force */
 	__u32 pad;
 };
 
@@ -265,7 +301,9 @@ struct weir_lost_event {
 
 _Static_assert(sizeof(struct weir_ip_key) == 16, "weir_ip_key layout");
 _Static_assert(sizeof(struct weir_endpoint) == 16, "weir_endpoint layout");
-_Static_assert(sizeof(struct weir_policy_key) == 12, "weir_policy_key layout");
+_Static_assert(sizeof(struct weir_policy_key) == 16, "weir_policy_key layout");
+_Static_assert(sizeof(struct weir_ipcache_key) == 20, "weir_ipcache_key layout");
+_Static_assert(sizeof(struct weir_ipcache_value) == 8, "weir_ipcache_value layout");
 _Static_assert(sizeof(struct weir_policy_value) == 8, "weir_policy_value layout");
 _Static_assert(sizeof(struct weir_ct_key) == 40, "weir_ct_key layout");
 _Static_assert(sizeof(struct weir_ct_entry) == 88, "weir_ct_entry layout");

@@ -36,21 +36,46 @@ static __always_inline __u64 weir_now(void)
 /* ---- maps: every one pinned by name, so the agent can reuse them across restarts. The _vN
  * suffix is the layout version of weir_abi.h (see the rules at its top). --------------------- */
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 65536);
-	__type(key, struct weir_ip_key);
-	__type(value, struct weir_endpoint);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} weir_endpoints_v1 SEC(".maps");
+/* The policy state, in two slots (weir_abi.h: WEIR_SLOTS): endpoints, policy keys, CIDR classes.
+ * A packet reads the generation once and judges from its slot only. */
+#define WEIR_ENDPOINTS_MAP(name)                                                                   \
+	struct {                                                                                   \
+		__uint(type, BPF_MAP_TYPE_HASH);                                                   \
+		__uint(max_entries, 65536);                                                        \
+		__type(key, struct weir_ip_key);                                                   \
+		__type(value, struct weir_endpoint);                                               \
+		__uint(pinning, LIBBPF_PIN_BY_NAME);                                               \
+	} name SEC(".maps")
+#define WEIR_POLICY_MAP(name)                                                                      \
+	struct {                                                                                   \
+		__uint(type, BPF_MAP_TYPE_LPM_TRIE);                                               \
+		__uint(max_entries, 1 << 20);                                                      \
+		__uint(map_flags, BPF_F_NO_PREALLOC);                                              \
+		__type(key, struct weir_policy_key);                                               \
+		__type(value, struct weir_policy_value);                                           \
+		__uint(pinning, LIBBPF_PIN_BY_NAME);                                               \
+	} name SEC(".maps")
+#define WEIR_IPCACHE_MAP(name)                                                                     \
+	struct {                                                                                   \
+		__uint(type, BPF_MAP_TYPE_LPM_TRIE);                                               \
+		__uint(max_entries, 65536);                                                        \
+		__uint(map_flags, BPF_F_NO_PREALLOC);                                              \
+		__type(key, struct weir_ipcache_key);                                              \
+		__type(value, struct weir_ipcache_value);                                          \
+		__uint(pinning, LIBBPF_PIN_BY_NAME);                                               \
+	} name SEC(".maps")
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 262144);
-	__type(key, struct weir_policy_key);
-	__type(value, struct weir_policy_value);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} weir_policy_v1 SEC(".maps");
+WEIR_ENDPOINTS_MAP(weir_endpoints_v2_0);
+WEIR_ENDPOINTS_MAP(weir_endpoints_v2_1);
+WEIR_POLICY_MAP(weir_policy_v2_0);
+WEIR_POLICY_MAP(weir_policy_v2_1);
+WEIR_IPCACHE_MAP(weir_ipcache_v1_0);
+WEIR_IPCACHE_MAP(weir_ipcache_v1_1);
+
+/* A lookup in the slot of generation gen (two call sites, so the verifier sees each map as a
+ * constant). */
+#define WEIR_SLOT_LOOKUP(map, gen, key)                                                            \
+	((gen) & 1 ? bpf_map_lookup_elem(&map##_1, (key)) : bpf_map_lookup_elem(&map##_0, (key)))
 
 /* LRU: under pressure the least recently used flows are forgotten rather than new flows refused.
  * A forgotten flow's next packet is simply re-evaluated as a new flow. */
@@ -109,8 +134,9 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } weir_events_v1 SEC(".maps");
 
-/* The policy generation: read before the endpoint and policy lookups a verdict rests on, so a
- * verdict cached under it is never newer than the maps it was judged from. */
+/* The policy generation: read once per packet, before the endpoint and policy lookups a verdict
+ * rests on (they all use its slot), so a verdict cached under it is never newer than the maps it
+ * was judged from. */
 static __always_inline __u32 weir_generation(void)
 {
 	__u32 zero = 0;

@@ -20,10 +20,28 @@ struct weir_ctx {
 	__u64 now;
 	__u32 len;
 	__u32 ifindex;
-	__u32 gen; /* policy generation, read before the lookups a deny verdict rests on */
+	__u32 gen; /* policy generation, read once (weir_read_gen) before the lookups a verdict
+		    * rests on; its parity is the slot of every endpoint and policy lookup */
+	__u8 gen_read;
 	__u8 hook;
 	__u8 dir; /* direction this hook polices: EGRESS at FROM_POD, INGRESS at TO_POD */
 };
+
+/* The packet's policy generation, read at most once: every endpoint, CIDR-class and policy
+ * lookup of the packet uses its slot, so no packet mixes two policy sets. */
+static __always_inline void weir_read_gen(struct weir_ctx *c)
+{
+	if (!c->gen_read) {
+		c->gen = weir_generation();
+		c->gen_read = 1;
+	}
+}
+
+/* The endpoint holding addr, in the packet's slot (weir_read_gen must have run). */
+static __always_inline const struct weir_endpoint *weir_ep(const struct weir_ctx *c, const __u8 *addr)
+{
+	return WEIR_SLOT_LOOKUP(weir_endpoints_v2, c->gen, addr);
+}
 
 /* The single exit of every packet: count it under its reason, return the tc action. */
 static __always_inline int weir_verdict(const struct weir_ctx *c, __u32 reason, int action)
@@ -125,7 +143,7 @@ static __always_inline int weir_deny(struct weir_ctx *c, __u16 reason)
 /* The destination endpoint at TO_POD, if it is a local pod (else nobody's ingress to police). */
 static __always_inline const struct weir_endpoint *weir_local_dst(const struct weir_ctx *c)
 {
-	const struct weir_endpoint *dep = bpf_map_lookup_elem(&weir_endpoints_v1, c->p.tuple.daddr);
+	const struct weir_endpoint *dep = weir_ep(c, c->p.tuple.daddr);
 
 	return dep && (dep->flags & WEIR_EP_LOCAL) ? dep : 0;
 }
@@ -135,7 +153,7 @@ static __always_inline const struct weir_endpoint *weir_local_dst(const struct w
  * endpoint (or NULL); returns non-zero when the packet is spoofed. */
 static __always_inline int weir_spoofed(const struct weir_ctx *c, const struct weir_endpoint **sepp)
 {
-	const struct weir_endpoint *sep = bpf_map_lookup_elem(&weir_endpoints_v1, c->p.tuple.saddr);
+	const struct weir_endpoint *sep = weir_ep(c, c->p.tuple.saddr);
 
 	*sepp = sep;
 	return !sep || !(sep->flags & WEIR_EP_LOCAL) || (sep->ifindex && sep->ifindex != c->ifindex);
@@ -143,7 +161,7 @@ static __always_inline int weir_spoofed(const struct weir_ctx *c, const struct w
 
 static __always_inline int weir_drop_spoofed(struct weir_ctx *c, const struct weir_endpoint *sep)
 {
-	const struct weir_endpoint *dep = bpf_map_lookup_elem(&weir_endpoints_v1, c->p.tuple.daddr);
+	const struct weir_endpoint *dep = weir_ep(c, c->p.tuple.daddr);
 
 	weir_ids_from_eps(c, sep, dep);
 	return weir_deny(c, WEIR_R_DROP_SPOOFED);
@@ -175,14 +193,14 @@ static __always_inline int weir_ct_forward(struct weir_ctx *c, struct weir_ct_en
 		struct weir_decision d;
 		__u32 peer = from_pod ? e->dst_identity : e->src_identity;
 
-		c->gen = weir_generation();
+		weir_read_gen(c);
 		if (!ep) /* TO_POD skips the lookup for established packets; FROM_POD when conntrack
 			  * vouched for the source (then EGRESS_OK is set and this is not reached) */
-			ep = from_pod ? bpf_map_lookup_elem(&weir_endpoints_v1, c->p.tuple.saddr)
-				      : weir_local_dst(c);
+			ep = from_pod ? weir_ep(c, c->p.tuple.saddr) : weir_local_dst(c);
 		if (!ep) /* the destination stopped being a local pod */
 			return weir_verdict(c, WEIR_R_ALLOW_UNPOLICED, TC_ACT_OK);
-		weir_policy_decide(ep, c->dir, peer, &c->p, &d);
+		weir_policy_decide(c->gen, ep, c->dir, peer,
+				   from_pod ? c->p.tuple.daddr : c->p.tuple.saddr, &c->p, &d);
 		weir_ids_from_ct(c, e);
 		if (d.verdict == WEIR_VERDICT_DENY)
 			return weir_deny(c, d.reason);
@@ -235,14 +253,15 @@ static __always_inline int weir_new_flow(struct weir_ctx *c, const struct weir_e
 
 	/* the policed endpoint was looked up by the caller; the peer only now */
 	if (from_pod)
-		dep = bpf_map_lookup_elem(&weir_endpoints_v1, c->p.tuple.daddr);
+		dep = weir_ep(c, c->p.tuple.daddr);
 	else
-		sep = bpf_map_lookup_elem(&weir_endpoints_v1, c->p.tuple.saddr);
+		sep = weir_ep(c, c->p.tuple.saddr);
 	weir_ids_from_eps(c, sep, dep);
 	ep = from_pod ? sep : dep;
 	if (!ep) /* cannot happen: the caller checked; keeps the verifier sure */
 		return weir_verdict(c, WEIR_R_UNKNOWN, TC_ACT_OK);
-	weir_policy_decide(ep, c->dir, from_pod ? c->ids.dst_identity : c->ids.src_identity, &c->p, &d);
+	weir_policy_decide(c->gen, ep, c->dir, from_pod ? c->ids.dst_identity : c->ids.src_identity,
+			   from_pod ? c->p.tuple.daddr : c->p.tuple.saddr, &c->p, &d);
 	if (d.verdict == WEIR_VERDICT_DENY)
 		return weir_deny(c, d.reason);
 	if (from_pod)
@@ -316,6 +335,8 @@ static __always_inline int weir_pod_hook(struct __sk_buff *skb, const __u8 hook)
 	c.len = skb->len;
 	c.ifindex = skb->ifindex;
 	c.hook = hook;
+	c.gen = 0;
+	c.gen_read = 0;
 	c.dir = hook == WEIR_HOOK_FROM_POD ? WEIR_DIR_EGRESS : WEIR_DIR_INGRESS;
 
 	r = weir_parse(skb, &c.p);
@@ -345,7 +366,7 @@ static __always_inline int weir_pod_hook(struct __sk_buff *skb, const __u8 hook)
 		 * address passed the full check there */
 		if (hook == WEIR_HOOK_FROM_POD &&
 		    !((e->flags & WEIR_CT_SRC_VETH) && e->ifindex == c.ifindex)) {
-			c.gen = weir_generation();
+			weir_read_gen(&c);
 			if (weir_spoofed(&c, &sep))
 				return weir_drop_spoofed(&c, sep);
 		}
@@ -358,7 +379,7 @@ static __always_inline int weir_pod_hook(struct __sk_buff *skb, const __u8 hook)
 		 * and interface: drop it again without judging it again (every lookup below would
 		 * give the same answer). Folded into the next DENY record like any denied packet; the
 		 * packet that makes that record due takes the full path. */
-		c.gen = weir_generation();
+		weir_read_gen(&c);
 		rl = bpf_map_lookup_elem(&weir_deny_rl_v2, &c.p.tuple);
 		if (rl) {
 			__u16 reason = rl->reason;
@@ -389,9 +410,9 @@ static __always_inline int weir_pod_hook(struct __sk_buff *skb, const __u8 hook)
 	}
 
 new_flow:
-	/* what follows is judged under this generation (re-read: a port reuse or a later fragment
-	 * got here without it) */
-	c.gen = weir_generation();
+	/* what follows is judged under this generation (a port reuse or a later fragment may get
+	 * here without it; read once, so lookups made before it and after it share one slot) */
+	weir_read_gen(&c);
 	/* not yet checked (a later fragment, or vouched by an entry that was just forgotten) */
 	if (hook == WEIR_HOOK_FROM_POD && !sep && weir_spoofed(&c, &sep))
 		return weir_drop_spoofed(&c, sep);

@@ -16,58 +16,48 @@ struct weir_decision {
 	__u8 pad;
 };
 
-static __always_inline int weir_policy_hit(struct weir_policy_key *k, __u32 peer, __u8 proto,
-					   __u16 port, struct weir_decision *d)
+/* One lookup for one peer kind: the most specific entry covering the packet (user space folded
+ * into it the best rule of every entry that covers it). Keeps the lower-ranked rule of this hit
+ * and what an earlier peer kind found. */
+static __always_inline void weir_policy_try(__u32 gen, struct weir_policy_key *k, __u32 peer,
+					    struct weir_decision *d, __u32 *best)
 {
 	struct weir_policy_value *v;
 
-	k->peer_identity = peer;
-	k->proto = proto;
-	k->port = port;
-	v = bpf_map_lookup_elem(&weir_policy_v1, k);
-	if (!v)
-		return 0;
-	d->rule_id = v->rule_id;
-	d->reason = WEIR_R_ALLOW_POLICY;
-	d->verdict = WEIR_VERDICT_ALLOW;
-	return 1;
-}
-
-/* The first hit of, in order: {peer, proto, dport} {peer, proto, 0} {peer, 0, 0}
- * {ANY, proto, dport} {ANY, proto, 0} {ANY, 0, 0}. The proto-specific keys only exist for
- * TCP/UDP/SCTP (the protocols a NetworkPolicy port can name), so {6, 0} never matches UDP and
- * other protocols only match rules without ports. dport 0 (a later fragment) skips the port key:
- * only rules covering every port of the protocol can match it. */
-static __always_inline int weir_policy_lookup(struct weir_policy_key *k, __u32 peer,
-					      const struct weir_pkt *p, struct weir_decision *d)
-{
-	__u8 proto = p->tuple.proto;
-	__u16 dport = p->tuple.dport;
-
-	if (weir_ports_matter(proto)) {
-		if (dport && weir_policy_hit(k, peer, proto, dport, d))
-			return 1;
-		if (weir_policy_hit(k, peer, proto, 0, d))
-			return 1;
+	k->peer = peer;
+	v = WEIR_SLOT_LOOKUP(weir_policy_v2, gen, k);
+	if (v && v->rank < *best) {
+		*best = v->rank;
+		d->rule_id = v->rule_id;
 	}
-	return weir_policy_hit(k, peer, WEIR_PROTO_ANY, 0, d);
 }
 
-static __always_inline void weir_policy_decide(const struct weir_endpoint *ep, __u8 direction,
-					       __u32 peer, const struct weir_pkt *p,
-					       struct weir_decision *d)
+/* The decision for endpoint ep in direction, the other side being identity peer at peer_addr
+ * (16 bytes), judged from the maps of generation gen's slot. */
+static __always_inline void weir_policy_decide(__u32 gen, const struct weir_endpoint *ep,
+					       __u8 direction, __u32 peer, const __u8 *peer_addr,
+					       const struct weir_pkt *p, struct weir_decision *d)
 {
 	const int ingress = direction == WEIR_DIR_INGRESS;
 	__u32 isolated = ingress ? WEIR_EP_ISOLATED_INGRESS : WEIR_EP_ISOLATED_EGRESS;
 	__u32 peer_rules = ingress ? WEIR_EP_PEER_RULES_INGRESS : WEIR_EP_PEER_RULES_EGRESS;
 	__u32 any_rules = ingress ? WEIR_EP_ANY_RULES_INGRESS : WEIR_EP_ANY_RULES_EGRESS;
+	__u32 cidr_rules = ingress ? WEIR_EP_CIDR_RULES_INGRESS : WEIR_EP_CIDR_RULES_EGRESS;
+	__u8 proto = p->tuple.proto;
+	/* Only TCP/UDP/SCTP keys carry a protocol and ports, so any other protocol matches rules
+	 * without ports only. dport 0 (a later fragment) lies in no port block: only rules covering
+	 * every port of the protocol match it. */
 	struct weir_policy_key k = {
+		.prefixlen = WEIR_POLICY_PREFIX_PORT,
 		.identity = ep->identity,
 		.direction = direction,
+		.proto = proto,
+		.port = weir_ports_matter(proto) ? bpf_htons(p->tuple.dport) : 0,
 	};
+	__u32 best = 0xffffffff;
 
+	d->rule_id = 0;
 	if (!(ep->flags & isolated)) {
-		d->rule_id = 0;
 		d->reason = WEIR_R_ALLOW_NOT_ISOLATED;
 		d->verdict = WEIR_VERDICT_ALLOW;
 		return;
@@ -75,18 +65,33 @@ static __always_inline void weir_policy_decide(const struct weir_endpoint *ep, _
 	/* NetworkPolicy never isolates a pod from its own node (kubelet probes, node-local agents):
 	 * user space writes no keys for the host identity, the datapath allows it here. */
 	if (peer == WEIR_ID_HOST) {
-		d->rule_id = 0;
 		d->reason = WEIR_R_ALLOW_HOST;
 		d->verdict = WEIR_VERDICT_ALLOW;
 		return;
 	}
 	/* The rule-summary flags say which kinds of keys this identity has in this direction, so
-	 * lookups that cannot hit are skipped (a default deny with no rules makes none at all). */
-	if ((ep->flags & peer_rules) && weir_policy_lookup(&k, peer, p, d))
+	 * lookups that cannot hit are skipped (a default deny with no rules makes none at all).
+	 * Every kind that may hit is looked up: the lowest rank among the hits is the rule the
+	 * reference names. A world address has no identity keys, only its CIDR class. */
+	if ((ep->flags & peer_rules) && peer != WEIR_ID_WORLD)
+		weir_policy_try(gen, &k, peer, d, &best);
+	if (ep->flags & cidr_rules) {
+		/* ipBlocks match by address, pod addresses included */
+		struct weir_ipcache_key ik = { .prefixlen = 128 };
+		const struct weir_ipcache_value *cls;
+
+		__builtin_memcpy(ik.addr, peer_addr, 16);
+		cls = WEIR_SLOT_LOOKUP(weir_ipcache_v1, gen, &ik);
+		if (cls)
+			weir_policy_try(gen, &k, cls->class_id, d, &best);
+	}
+	if (ep->flags & any_rules)
+		weir_policy_try(gen, &k, WEIR_ID_ANY, d, &best);
+	if (best != 0xffffffff) {
+		d->reason = WEIR_R_ALLOW_POLICY;
+		d->verdict = WEIR_VERDICT_ALLOW;
 		return;
-	if ((ep->flags & any_rules) && peer != WEIR_ID_ANY && weir_policy_lookup(&k, WEIR_ID_ANY, p, d))
-		return;
-	d->rule_id = 0;
+	}
 	if (ep->flags & WEIR_EP_AUDIT) {
 		/* audit mode: the flow passes, but every record says it would have been denied */
 		d->reason = WEIR_R_AUDIT;

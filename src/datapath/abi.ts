@@ -106,7 +106,16 @@ export const EndpointFlag = {
   ANY_RULES_INGRESS: 1 << 5,
   PEER_RULES_EGRESS: 1 << 6,
   ANY_RULES_EGRESS: 1 << 7,
+  CIDR_RULES_INGRESS: 1 << 8,
+  CIDR_RULES_EGRESS: 1 << 9,
 } as const;
+
+/** The policy state is kept in two slots; generation parity selects the one in force. */
+export const SLOTS = 2;
+/** CIDR class ids (peers in policy keys standing for "every address of the class"). */
+export const FIRST_CIDR_CLASS = 1 << 24;
+/** weir_policy_key prefix lengths (bits of identity, peer, direction, proto, port). */
+export const PolicyPrefix = { PEER: 72, PROTO: 80, PORT: 96 } as const;
 
 /** weir_ct_entry.flags (WEIR_CT_*). */
 export const CtFlag = {
@@ -125,8 +134,14 @@ export const CtFlag = {
 
 /** Map and program names in bpf/build/weir.o (map names carry the layout version). */
 export const MapName = {
-  endpoints: 'weir_endpoints_v1',
-  policy: 'weir_policy_v1',
+  /** slot 0 of the endpoints (slot 1: endpoints1); see SLOTS */
+  endpoints: 'weir_endpoints_v2_0',
+  endpoints1: 'weir_endpoints_v2_1',
+  /** slot 0 of the policy keys (slot 1: policy1) */
+  policy: 'weir_policy_v2_0',
+  policy1: 'weir_policy_v2_1',
+  ipcache: 'weir_ipcache_v1_0',
+  ipcache1: 'weir_ipcache_v1_1',
   ct: 'weir_ct_v2',
   denyRateLimit: 'weir_deny_rl_v2',
   config: 'weir_config_v1',
@@ -188,16 +203,25 @@ export const Layouts = {
     ['ifindex', 8, 4],
     ['flags', 12, 4],
   ]),
-  policyKey: layout('weir_policy_key', 12, [
-    ['identity', 0, 4],
-    ['peer_identity', 4, 4],
-    ['port', 8, 2],
-    ['proto', 10, 1],
-    ['direction', 11, 1],
+  policyKey: layout('weir_policy_key', 16, [
+    ['prefixlen', 0, 4],
+    ['identity', 4, 4],
+    ['peer', 8, 4],
+    ['direction', 12, 1],
+    ['proto', 13, 1],
+    ['port', 14, 2],
   ]),
   policyValue: layout('weir_policy_value', 8, [
     ['rule_id', 0, 4],
-    ['flags', 4, 4],
+    ['rank', 4, 4],
+  ]),
+  ipcacheKey: layout('weir_ipcache_key', 20, [
+    ['prefixlen', 0, 4],
+    ['addr', 4, 16],
+  ]),
+  ipcacheValue: layout('weir_ipcache_value', 8, [
+    ['class_id', 0, 4],
+    ['pad', 4, 4],
   ]),
   ctKey: layout('weir_ct_key', 40, [
     ['saddr', 0, 16],
@@ -442,53 +466,86 @@ export function decodeEndpoint(buf: Buffer): Endpoint {
   return { id: v.u32('id'), identity: v.u32('identity'), ifindex: v.u32('ifindex'), flags: v.u32('flags') };
 }
 
+/** The slot's map of a kind: slotMap('policy', 1) = 'weir_policy_v2_1'. */
+export function slotMapName(kind: 'endpoints' | 'policy' | 'ipcache', slot: number): string {
+  return slot & 1 ? MapName[`${kind}1`] : MapName[kind];
+}
+
 export interface PolicyKey {
   identity: number;
-  peerIdentity: number;
-  /** destination port, 0 = any */
-  port: number;
-  /** Proto value, 0 = any */
-  proto: number;
+  /** a label-set identity, a CIDR class or Identity.ANY */
+  peer: number;
   /** Direction.INGRESS or Direction.EGRESS */
   direction: number;
+  /** Proto value; 0 = a rule without ports (every protocol) */
+  proto: number;
+  /** first port of the block (0 with portBits 0) */
+  port: number;
+  /** how many leading bits of the port are fixed: 16 one port, 16-k a block of 2^k, 0 every port */
+  portBits: number;
+}
+
+export function policyPrefixLen(k: Pick<PolicyKey, 'proto' | 'portBits'>): number {
+  if (k.proto === 0) return PolicyPrefix.PEER;
+  return PolicyPrefix.PROTO + k.portBits;
 }
 
 export function encodePolicyKey(k: PolicyKey): Buffer {
   const v = new View(Layouts.policyKey, Buffer.alloc(Layouts.policyKey.size));
-  return v
+  v.setU32('prefixlen', policyPrefixLen(k))
     .setU32('identity', k.identity)
-    .setU32('peer_identity', k.peerIdentity)
-    .setU16('port', k.port)
-    .setU8('proto', k.proto)
-    .setU8('direction', k.direction).buf;
+    .setU32('peer', k.peer)
+    .setU8('direction', k.direction)
+    .setU8('proto', k.proto);
+  // big-endian: a prefix of the key is a block of ports
+  v.buf.writeUInt16BE(k.proto === 0 ? 0 : k.port, off(Layouts.policyKey, 'port'));
+  return v.buf;
 }
 
 export function decodePolicyKey(buf: Buffer): PolicyKey {
   checkSize(Layouts.policyKey, buf, 'policy key');
   const v = new View(Layouts.policyKey, buf);
+  const prefixlen = v.u32('prefixlen');
   return {
     identity: v.u32('identity'),
-    peerIdentity: v.u32('peer_identity'),
-    port: v.u16('port'),
-    proto: v.u8('proto'),
+    peer: v.u32('peer'),
     direction: v.u8('direction'),
+    proto: v.u8('proto'),
+    port: buf.readUInt16BE(off(Layouts.policyKey, 'port')),
+    portBits: Math.max(0, prefixlen - PolicyPrefix.PROTO),
   };
 }
 
 export interface PolicyValue {
   ruleId: number;
-  flags: number;
+  /** position of the rule in the reference order: the lowest rank among hits is named */
+  rank: number;
 }
 
 export function encodePolicyValue(p: PolicyValue): Buffer {
   const v = new View(Layouts.policyValue, Buffer.alloc(Layouts.policyValue.size));
-  return v.setU32('rule_id', p.ruleId).setU32('flags', p.flags).buf;
+  return v.setU32('rule_id', p.ruleId).setU32('rank', p.rank).buf;
 }
 
 export function decodePolicyValue(buf: Buffer): PolicyValue {
   checkSize(Layouts.policyValue, buf, 'policy value');
   const v = new View(Layouts.policyValue, buf);
-  return { ruleId: v.u32('rule_id'), flags: v.u32('flags') };
+  return { ruleId: v.u32('rule_id'), rank: v.u32('rank') };
+}
+
+/** weir_ipcache key: a 16-byte address (IPv4 mapped) and its prefix length over 128 bits. */
+export function encodeIpcacheKey(addr16: Buffer, prefixlen: number): Buffer {
+  const v = new View(Layouts.ipcacheKey, Buffer.alloc(Layouts.ipcacheKey.size));
+  return v.setU32('prefixlen', prefixlen).setBytes('addr', addr16).buf;
+}
+
+export function encodeIpcacheValue(classId: number): Buffer {
+  return new View(Layouts.ipcacheValue, Buffer.alloc(Layouts.ipcacheValue.size)).setU32('class_id', classId).buf;
+}
+
+export function decodeIpcacheValue(buf: Buffer): number {
+  checkSize(Layouts.ipcacheValue, buf, 'ipcache value');
+  return new View(Layouts.ipcacheValue, buf).u32('class_id');
 }
 
 export interface CtKey {

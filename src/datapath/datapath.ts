@@ -25,6 +25,74 @@ export const TC_HANDLE = 0x5745; // "WE"
 const programPin = (root: string, name: string) => path.join(root, `prog_${name}`);
 const mapPin = (root: string, name: string) => path.join(root, name);
 
+type SlotKind = 'endpoints' | 'policy' | 'ipcache';
+const SLOT_KINDS: readonly SlotKind[] = ['endpoints', 'policy', 'ipcache'];
+
+/** The map contents `compiled` stands for, per kind, as hex key -> value. */
+export function encodeCompiled(compiled: CompiledDatapath): Record<SlotKind, Map<string, Buffer>> {
+  const policy = new Map<string, Buffer>();
+  for (const e of compiled.policy.values()) {
+    const key = abi.encodePolicyKey({ identity: e.identity, peer: e.peer, direction: e.direction, proto: e.proto, port: e.port, portBits: e.portBits });
+    policy.set(key.toString('hex'), abi.encodePolicyValue({ ruleId: e.ruleId, rank: e.rank }));
+  }
+  const endpoints = new Map<string, Buffer>();
+  for (const [ip, e] of compiled.endpoints) {
+    endpoints.set(abi.ipToKey16(ip).toString('hex'), abi.encodeEndpoint({ id: e.id, identity: e.identity, ifindex: e.ifindex, flags: e.flags }));
+  }
+  const ipcache = new Map<string, Buffer>();
+  for (const c of compiled.cidrClasses.values()) {
+    const addr = Buffer.alloc(16);
+    for (let i = 0; i < 16; i++) addr[i] = Number((c.network128 >> BigInt(8 * (15 - i))) & 0xffn);
+    ipcache.set(abi.encodeIpcacheKey(addr, c.prefixLen128).toString('hex'), abi.encodeIpcacheValue(c.classId));
+  }
+  return { endpoints, policy, ipcache };
+}
+
+/**
+ * Brings the inactive slot of the policy state (endpoints, policy keys, CIDR classes) to exactly
+ * `compiled`, then flips the generation (its parity is the slot in force), so no packet ever sees
+ * a half-applied policy set. Does nothing when the active slot already holds `compiled`.
+ * Datapath.apply and the tests' TestDatapath share it.
+ */
+export function applyCompiled(
+  mapOf: (name: string) => BpfMap, generation: () => number, bump: () => number, compiled: CompiledDatapath,
+): ApplyStats {
+  const want = encodeCompiled(compiled);
+  const active = generation() & 1;
+  const next = active ^ 1;
+  const read = (kind: SlotKind, slot: number): Map<string, Buffer> => {
+    const out = new Map<string, Buffer>();
+    for (const [k, v] of mapOf(abi.slotMapName(kind, slot)).entries()) out.set(k.toString('hex'), v);
+    return out;
+  };
+  const same = (a: Map<string, Buffer>, b: Map<string, Buffer>): boolean =>
+    a.size === b.size && [...a].every(([k, v]) => b.get(k)?.equals(v));
+  if (SLOT_KINDS.every((kind) => same(want[kind], read(kind, active)))) {
+    return { endpointsWritten: 0, endpointsDeleted: 0, policyWritten: 0, policyDeleted: 0 };
+  }
+  const written = { endpoints: 0, policy: 0, ipcache: 0 };
+  const deleted = { endpoints: 0, policy: 0, ipcache: 0 };
+  for (const kind of SLOT_KINDS) {
+    const map = mapOf(abi.slotMapName(kind, next));
+    const have = read(kind, next);
+    for (const k of have.keys()) {
+      if (!want[kind].has(k) && map.delete(Buffer.from(k, 'hex'))) deleted[kind]++;
+    }
+    for (const [k, v] of want[kind]) {
+      if (have.get(k)?.equals(v)) continue;
+      map.update(Buffer.from(k, 'hex'), v);
+      written[kind]++;
+    }
+  }
+  bump(); // the flip: from here on every packet is judged from the new slot
+  return {
+    endpointsWritten: written.endpoints,
+    endpointsDeleted: deleted.endpoints,
+    policyWritten: written.policy + written.ipcache,
+    policyDeleted: deleted.policy + deleted.ipcache,
+  };
+}
+
 export interface ApplyStats {
   readonly endpointsWritten: number;
   readonly endpointsDeleted: number;
@@ -118,51 +186,20 @@ export class Datapath {
   }
 
   /**
-   * Programs the endpoint and policy maps to exactly `compiled`. Order matters for packets in
-   * flight: new and changed policy entries first (an endpoint never points at rules that are not
-   * there yet), then endpoints, then stale endpoints, then stale policy entries. When anything
-   * changed, the policy generation is bumped last, which invalidates every deny verdict the
-   * datapath cached under the old maps (docs/datapath.md: the deny cache).
+   * Programs the policy state to exactly `compiled`, atomically: the endpoints, policy keys and
+   * CIDR classes live in two slots and the programs judge each packet from the slot of the
+   * generation they read (its parity). The inactive slot is brought to `compiled` completely,
+   * then one write of the generation flips every map at once; that bump also invalidates every
+   * deny verdict cached under the old generation (docs/datapath.md: atomic updates). Nothing is
+   * written when the active slot already holds `compiled`.
    */
   apply(compiled: CompiledDatapath): ApplyStats {
-    const epMap = this.map(MAPS.endpoints);
-    const polMap = this.map(MAPS.policy);
+    return applyCompiled((name) => this.map(name as MapName), () => this.generation(), () => this.bumpGeneration(), compiled);
+  }
 
-    const wantPolicy = new Map<string, Buffer>();
-    for (const e of compiled.policy.values()) {
-      const key = abi.encodePolicyKey({ identity: e.identity, peerIdentity: e.peerIdentity, port: e.port, proto: e.proto, direction: e.direction });
-      wantPolicy.set(key.toString('hex'), abi.encodePolicyValue({ ruleId: e.ruleId, flags: 0 }));
-    }
-    const wantEndpoints = new Map<string, Buffer>();
-    for (const [ip, e] of compiled.endpoints) {
-      wantEndpoints.set(abi.ipToKey16(ip).toString('hex'), abi.encodeEndpoint({ id: e.id, identity: e.identity, ifindex: e.ifindex, flags: e.flags }));
-    }
-
-    const havePolicy = new Map<string, Buffer>();
-    for (const [k, v] of polMap.entries()) havePolicy.set(k.toString('hex'), v);
-    const haveEndpoints = new Map<string, Buffer>();
-    for (const [k, v] of epMap.entries()) haveEndpoints.set(k.toString('hex'), v);
-
-    const write = (map: BpfMap, want: Map<string, Buffer>, have: Map<string, Buffer>): number => {
-      let n = 0;
-      for (const [k, v] of want) {
-        if (have.get(k)?.equals(v)) continue;
-        map.update(Buffer.from(k, 'hex'), v);
-        n++;
-      }
-      return n;
-    };
-    const prune = (map: BpfMap, want: Map<string, Buffer>, have: Map<string, Buffer>): number => {
-      let n = 0;
-      for (const k of have.keys()) if (!want.has(k) && map.delete(Buffer.from(k, 'hex'))) n++;
-      return n;
-    };
-    const policyWritten = write(polMap, wantPolicy, havePolicy);
-    const endpointsWritten = write(epMap, wantEndpoints, haveEndpoints);
-    const endpointsDeleted = prune(epMap, wantEndpoints, haveEndpoints);
-    const policyDeleted = prune(polMap, wantPolicy, havePolicy);
-    if (policyWritten + endpointsWritten + endpointsDeleted + policyDeleted > 0) this.bumpGeneration();
-    return { endpointsWritten, endpointsDeleted, policyWritten, policyDeleted };
+  /** The map of one kind of policy state in one slot. */
+  slotMap(kind: SlotKind, slot: number): BpfMap {
+    return this.map(abi.slotMapName(kind, slot) as MapName);
   }
 
   /** The policy generation the datapath judges under. */

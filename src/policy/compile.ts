@@ -1,16 +1,21 @@
 // The policy compiler: from the cluster's objects to the datapath's desired map contents.
 //
-// Design (see docs/datapath.md): every distinct (namespace, namespace labels, pod labels) gets a
-// label-set identity. A policy selects identities, never addresses, so the map that answers "may
-// identity A talk to identity B on port P" has one entry per (subject identity, peer identity or
-// ANY, protocol, port, direction): the datapath does a fixed number of hash lookups per new flow,
-// however many policies and pods there are. Addresses map to identities in the endpoint map.
+// Design (see docs/datapath.md): every distinct (namespace, namespace labels, pod labels, named
+// container ports) gets a label-set identity, every prefix an ipBlock names a CIDR class. A policy
+// selects identities and classes, never addresses, so the map that answers "may identity A talk
+// to peer B on port P" is an LPM trie keyed (subject identity, direction, peer identity / class /
+// ANY, protocol, port block): the datapath does at most one class lookup and three policy lookups
+// per new flow, however many policies and pods there are. Every entry carries the best rule (in
+// the reference evaluator's order) of every entry covering it, so the datapath names the rule the
+// reference names. Addresses map to identities in the endpoint map.
 import { ClusterStateError, type ClusterSnapshot } from '../datastore/cluster.js';
 import { describeObject } from '../datastore/objects.js';
-import type { Labels, NetworkPolicy, Pod, PolicyPeer, PolicyType } from '../datastore/objects.js';
+import type { ContainerPort, IpBlock, L4Protocol, Labels, NetworkPolicy, Pod, PolicyPeer, PolicyType } from '../datastore/objects.js';
+import { parseCidr, type ParsedCidr } from '../datastore/cidr.js';
 import { matchesSelector } from './selector.js';
 import { IdAllocator } from './ids.js';
-import { EndpointFlag, Identity, Proto } from '../datapath/abi.js';
+import { comparePolicyKeys } from './reference.js';
+import { EndpointFlag, FIRST_CIDR_CLASS, Identity, Proto } from '../datapath/abi.js';
 
 const PROTO_NUMBER = { TCP: Proto.TCP, UDP: Proto.UDP, SCTP: Proto.SCTP } as const;
 export const EP_LOCAL = EndpointFlag.LOCAL;
@@ -27,14 +32,33 @@ export interface EndpointEntry {
   readonly flags: number;
 }
 
+/** One policy-map entry (weir_policy_key/value, docs/datapath.md). */
 export interface PolicyEntry {
   readonly identity: number;
-  readonly peerIdentity: number;
-  readonly port: number;
-  readonly proto: number;
+  /** a label-set identity, a CIDR class (>= FIRST_CIDR_CLASS) or Identity.ANY */
+  readonly peer: number;
   /** 0 ingress, 1 egress (enum weir_direction) */
   readonly direction: 0 | 1;
+  /** 0 = a rule without ports (every protocol, every port) */
+  readonly proto: number;
+  /** first port of the block */
+  readonly port: number;
+  /** leading port bits fixed: 16 one port, 16-k an aligned block of 2^k ports, 0 every port */
+  readonly portBits: number;
+  /** the best rule (lowest rank) among this entry's and every entry covering it */
   readonly ruleId: number;
+  readonly rank: number;
+}
+
+/** A prefix of the CIDR classes' LPM map (weir_ipcache): IPv4 as ::ffff:a.b.c.d/96+n. */
+export interface CidrClass {
+  readonly classId: number;
+  /** the prefix as 128 bits */
+  readonly network128: bigint;
+  readonly prefixLen128: number;
+  readonly family: 4 | 6;
+  /** display form, e.g. 10.0.0.0/8 */
+  readonly cidr: string;
 }
 
 export interface CompiledDatapath {
@@ -42,6 +66,8 @@ export interface CompiledDatapath {
   readonly endpoints: ReadonlyMap<string, EndpointEntry>;
   /** policyEntryKey(entry) -> entry */
   readonly policy: ReadonlyMap<string, PolicyEntry>;
+  /** every prefix an ipBlock names (cidr or except), by its display form */
+  readonly cidrClasses: ReadonlyMap<string, CidrClass>;
   /** identity -> what it stands for (for display) */
   readonly identities: ReadonlyMap<number, IdentityInfo>;
 }
@@ -58,17 +84,27 @@ export interface PlacedPod {
   readonly ifindex: number;
 }
 
-export function policyEntryKey(e: Pick<PolicyEntry, 'identity' | 'peerIdentity' | 'port' | 'proto' | 'direction'>): string {
-  return `${e.identity}|${e.peerIdentity}|${e.proto}|${e.port}|${e.direction}`;
+export function policyEntryKey(e: Pick<PolicyEntry, 'identity' | 'peer' | 'port' | 'proto' | 'portBits' | 'direction'>): string {
+  return `${e.identity}|${e.peer}|${e.direction}|${e.proto}|${e.port}/${e.portBits}`;
 }
 
 function sortedLabels(labels: Labels): [string, string][] {
   return Object.entries(labels).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
 }
 
-/** The label set an identity stands for: the namespace (with its labels) and the pod's labels. */
-export function labelSetKey(namespace: string, namespaceLabels: Labels, podLabels: Labels): string {
-  return JSON.stringify([namespace, sortedLabels(namespaceLabels), sortedLabels(podLabels)]);
+/** A pod's named container ports, in a canonical order ("name/PROTO/port"). */
+function namedPortsOf(ports: readonly ContainerPort[]): string[] {
+  return ports.filter((p) => p.name !== undefined).map((p) => `${p.name}/${p.protocol}/${p.port}`).sort();
+}
+
+/** The label set an identity stands for: the namespace (with its labels) and the pod's labels,
+ * plus its named container ports when it has any: a named port resolves against the destination
+ * pod, so pods with the same labels but different named ports must not share an identity. */
+export function labelSetKey(namespace: string, namespaceLabels: Labels, podLabels: Labels, ports: readonly ContainerPort[] = []): string {
+  const named = namedPortsOf(ports);
+  const base: unknown[] = [namespace, sortedLabels(namespaceLabels), sortedLabels(podLabels)];
+  if (named.length > 0) base.push(named);
+  return JSON.stringify(base);
 }
 
 interface Identity {
@@ -76,6 +112,7 @@ interface Identity {
   readonly namespace: string;
   readonly namespaceLabels: Labels;
   readonly podLabels: Labels;
+  readonly ports: readonly ContainerPort[];
 }
 
 const DIRECTIONS: readonly { type: PolicyType; dir: 0 | 1; rules: 'ingress' | 'egress'; flag: number }[] = [
@@ -84,6 +121,7 @@ const DIRECTIONS: readonly { type: PolicyType; dir: 0 | 1; rules: 'ingress' | 'e
 ];
 
 function peerMatches(peer: PolicyPeer, policy: NetworkPolicy, who: Identity): boolean {
+  if (peer.ipBlock) return false; // by address: CIDR classes, not identities
   // namespaceSelector picks namespaces by label; without it the peer is in the policy's namespace.
   if (peer.namespaceSelector) {
     if (!matchesSelector(peer.namespaceSelector, who.namespaceLabels)) return false;
@@ -93,29 +131,27 @@ function peerMatches(peer: PolicyPeer, policy: NetworkPolicy, who: Identity): bo
   return !peer.podSelector || matchesSelector(peer.podSelector, who.podLabels);
 }
 
-const NOT_ENFORCED = "not enforced by this version's datapath yet; refused rather than enforced incompletely";
+const NOT_ENFORCED = "not enforced by this version's datapath; refused rather than enforced incompletely";
 
-/** What of `policy` this version's datapath cannot enforce (ipBlock peers, named ports, port
- * ranges), one message per field with kubectl's path. The datastore accepts these (they are valid
- * Kubernetes), so whoever programs the datapath must refuse a batch for which this is non-empty,
- * instead of enforcing a policy with parts silently missing. Rules of a direction the policy's
- * policyTypes leave out are ignored by Kubernetes, and so here. */
+/** What of `policy` this version's datapath cannot enforce, one message per field with kubectl's
+ * path: a named port in an egress rule that also has ipBlock peers (the port depends on the
+ * destination pod, the peer on its address: one key cannot say both). The datastore accepts it
+ * (it is valid Kubernetes), so whoever programs the datapath must refuse a batch for which this is
+ * non-empty, instead of enforcing a policy with parts silently missing. Rules of a direction the
+ * policy's policyTypes leave out are ignored by Kubernetes, and so here. */
 export function unsupportedByDatapath(policy: NetworkPolicy): string[] {
   const problems: string[] = [];
   const who = describeObject(policy);
-  for (const { type, rules } of DIRECTIONS) {
-    if (!policy.policyTypes.includes(type)) continue;
-    const peersField = rules === 'ingress' ? 'from' : 'to';
-    policy[rules].forEach((rule, r) => {
-      (rule.peers ?? []).forEach((peer, i) => {
-        if (peer.ipBlock) problems.push(`${who}: spec.${rules}[${r}].${peersField}[${i}].ipBlock: ${NOT_ENFORCED}`);
-      });
-      (rule.ports ?? []).forEach((port, i) => {
-        if (typeof port.port === 'string') problems.push(`${who}: spec.${rules}[${r}].ports[${i}].port: ${JSON.stringify(port.port)}: named ports are ${NOT_ENFORCED}`);
-        if (port.endPort !== undefined) problems.push(`${who}: spec.${rules}[${r}].ports[${i}].endPort: ${port.endPort}: port ranges are ${NOT_ENFORCED}`);
-      });
+  if (!policy.policyTypes.includes('Egress')) return problems;
+  policy.egress.forEach((rule, r) => {
+    const blocks = (rule.peers ?? []).map((peer, i) => (peer.ipBlock ? i : -1)).filter((i) => i >= 0);
+    if (blocks.length === 0) return;
+    (rule.ports ?? []).forEach((port, i) => {
+      if (typeof port.port === 'string') {
+        problems.push(`${who}: spec.egress[${r}].ports[${i}].port: ${JSON.stringify(port.port)}: a named port in an egress rule with ipBlock peers (spec.egress[${r}].to[${blocks[0]}].ipBlock) is ${NOT_ENFORCED}`);
+      }
     });
-  }
+  });
   return problems;
 }
 
@@ -125,6 +161,103 @@ export function checkDatapathSupport(cluster: ClusterSnapshot): void {
   if (problems.length > 0) throw new ClusterStateError(problems);
 }
 
+// ---- CIDR classes --------------------------------------------------------------------------------
+
+const V4_MAPPED = 0xffffn << 32n;
+
+interface Prefix128 { readonly net: bigint; readonly len: number; readonly family: 4 | 6 }
+
+function toPrefix128(c: ParsedCidr): Prefix128 {
+  return c.family === 4 ? { net: V4_MAPPED | c.network, len: 96 + c.prefix, family: 4 } : { net: c.network, len: c.prefix, family: 6 };
+}
+
+function prefixContains(outer: Prefix128, inner: Prefix128): boolean {
+  if (inner.len < outer.len) return false;
+  const shift = BigInt(128 - outer.len);
+  return (inner.net >> shift) === (outer.net >> shift);
+}
+
+function formatPrefix(p: Prefix128): string {
+  if (p.family === 4) {
+    const v = Number(p.net & 0xffffffffn);
+    return `${v >>> 24}.${(v >>> 16) & 255}.${(v >>> 8) & 255}.${v & 255}/${p.len - 96}`;
+  }
+  const groups: string[] = [];
+  for (let i = 7; i >= 0; i--) groups.push(((p.net >> BigInt(i * 16)) & 0xffffn).toString(16));
+  return `${groups.join(':')}/${p.len}`;
+}
+
+/**
+ * Every prefix an ipBlock of the policy set names (cidr or except) is a class; an address's
+ * class is its longest listed prefix, and block B covers class P iff B.cidr ⊇ P and no B.except
+ * ⊇ P (both contain the address, so both contain its longest listed prefix). IPv4 lives at
+ * ::ffff:0:0/96 in the map, where an IPv6 block such as ::/0 would also reach it: that prefix is
+ * listed as an IPv4 class of its own whenever an IPv6 prefix contains it, so IPv4 addresses never
+ * fall into an IPv6 class.
+ */
+function cidrClasses(policies: readonly NetworkPolicy[]): { classes: Map<string, CidrClass>; covers: (block: IpBlock) => number[] } {
+  const byKey = new Map<string, Prefix128>();
+  const add = (p: Prefix128): void => { byKey.set(`${p.net}/${p.len}`, p); };
+  for (const pol of policies) {
+    for (const rule of [...pol.ingress, ...pol.egress]) {
+      for (const peer of rule.peers ?? []) {
+        if (!peer.ipBlock) continue;
+        for (const c of [peer.ipBlock.cidr, ...peer.ipBlock.except]) {
+          const parsed = parseCidr(c);
+          if (parsed) add(toPrefix128(parsed));
+        }
+      }
+    }
+  }
+  const v4Space: Prefix128 = { net: V4_MAPPED, len: 96, family: 4 };
+  if ([...byKey.values()].some((p) => p.family === 6 && prefixContains(p, v4Space))) add(v4Space);
+  const sorted = [...byKey.values()].sort((a, b) => (a.len - b.len) || (a.net < b.net ? -1 : a.net > b.net ? 1 : 0));
+  const classes = new Map<string, CidrClass>();
+  const list: (CidrClass & { p: Prefix128 })[] = [];
+  sorted.forEach((p, i) => {
+    const c = { classId: FIRST_CIDR_CLASS + i, network128: p.net, prefixLen128: p.len, family: p.family, cidr: formatPrefix(p), p };
+    list.push(c);
+    classes.set(c.cidr, { classId: c.classId, network128: c.network128, prefixLen128: c.prefixLen128, family: c.family, cidr: c.cidr });
+  });
+  const covers = (block: IpBlock): number[] => {
+    const cidr = parseCidr(block.cidr);
+    if (!cidr) return [];
+    const outer = toPrefix128(cidr);
+    const excepts = block.except.map(parseCidr).filter((x): x is ParsedCidr => x !== undefined).map(toPrefix128);
+    return list
+      .filter((c) => c.family === outer.family && prefixContains(outer, c.p) && !excepts.some((e) => prefixContains(e, c.p)))
+      .map((c) => c.classId);
+  };
+  return { classes, covers };
+}
+
+// ---- ports -----------------------------------------------------------------------------------------
+
+interface PortBlock { readonly proto: number; readonly port: number; readonly bits: number }
+
+/** lo..hi as aligned power-of-two blocks (at most 30 for 16-bit ports). */
+export function portBlocks(lo: number, hi: number): { port: number; bits: number }[] {
+  const out: { port: number; bits: number }[] = [];
+  let p = lo;
+  while (p <= hi) {
+    let size = 1;
+    let bits = 16;
+    while (bits > 0 && p % (size * 2) === 0 && p + size * 2 - 1 <= hi) {
+      size *= 2;
+      bits--;
+    }
+    out.push({ port: p, bits });
+    p += size;
+  }
+  return out;
+}
+
+function namedPortNumbers(ports: readonly ContainerPort[], name: string, protocol: L4Protocol): number[] {
+  return ports.filter((c) => c.name === name && c.protocol === protocol).map((c) => c.port);
+}
+
+interface Raw { proto: number; port: number; bits: number; rank: number; ruleId: number }
+
 export function compilePolicy(cluster: ClusterSnapshot, placed: readonly PlacedPod[], ids: IdAllocator): CompiledDatapath {
   // Never compile a policy with parts the maps cannot express: that would enforce something else.
   checkDatapathSupport(cluster);
@@ -133,36 +266,75 @@ export function compilePolicy(cluster: ClusterSnapshot, placed: readonly PlacedP
   const podIdentity = new Map<string, number>();
   for (const { pod } of placed) {
     const nsLabels = cluster.namespaces.get(pod.namespace)?.labels ?? {};
-    const id = ids.identity(labelSetKey(pod.namespace, nsLabels, pod.labels));
-    identities.set(id, { id, namespace: pod.namespace, namespaceLabels: nsLabels, podLabels: pod.labels });
+    const id = ids.identity(labelSetKey(pod.namespace, nsLabels, pod.labels, pod.ports));
+    identities.set(id, { id, namespace: pod.namespace, namespaceLabels: nsLabels, podLabels: pod.labels, ports: pod.ports });
     podIdentity.set(`${pod.namespace}/${pod.name}`, id);
   }
+  const allIdentities = [...identities.values()];
 
-  // 2. policy entries and endpointFlags, per identity
+  // 2. The reference's attribution order: policy "namespace/name" as JavaScript compares
+  // strings, then rule index. A rule's rank is its position in that order.
+  const policies = [...cluster.policies.values()].sort((a, b) => comparePolicyKeys(`${a.namespace}/${a.name}`, `${b.namespace}/${b.name}`));
+  const { classes, covers } = cidrClasses(policies);
+
+  // 3. raw entries per (subject identity, direction, peer)
   const endpointFlags = new Map<number, number>();
-  const policy = new Map<string, PolicyEntry>();
-  const put = (e: PolicyEntry): void => {
-    const key = policyEntryKey(e);
-    const had = policy.get(key);
-    // Several rules can allow the same thing; the lowest rule id is named, deterministically.
-    if (!had || e.ruleId < had.ruleId) policy.set(key, e);
+  const groups = new Map<string, { identity: number; direction: 0 | 1; peer: number; raw: Raw[] }>();
+  const put = (identity: number, direction: 0 | 1, peer: number, r: Raw): void => {
+    const gk = `${identity}|${direction}|${peer}`;
+    let g = groups.get(gk);
+    if (!g) groups.set(gk, (g = { identity, direction, peer, raw: [] }));
+    g.raw.push(r);
   };
-  const policies = [...cluster.policies.values()].sort((a, b) => (`${a.namespace}/${a.name}` < `${b.namespace}/${b.name}` ? -1 : 1));
+  let rank = 0;
   for (const pol of policies) {
-    const subjects = [...identities.values()].filter((s) => s.namespace === pol.namespace && matchesSelector(pol.podSelector, s.podLabels));
+    const subjects = allIdentities.filter((s) => s.namespace === pol.namespace && matchesSelector(pol.podSelector, s.podLabels));
     for (const { type, dir, rules, flag } of DIRECTIONS) {
-      if (!pol.policyTypes.includes(type)) continue;
+      if (!pol.policyTypes.includes(type)) {
+        rank += pol[rules].length; // keeps ranks a pure function of the order
+        continue;
+      }
       pol[rules].forEach((rule, index) => {
+        const ruleRank = rank++;
+        if (subjects.length === 0) return;
         const ruleId = ids.rule({ kind: 'NetworkPolicy', policy: `${pol.namespace}/${pol.name}`, direction: type, index });
-        const peers = rule.peers === undefined
-          ? [Identity.ANY]
-          : [...identities.values()].filter((who) => rule.peers!.some((p) => peerMatches(p, pol, who))).map((who) => who.id);
-        const ports = rule.ports === undefined
-          ? [{ proto: 0, port: 0 }]
-          : rule.ports.map((p) => ({ proto: PROTO_NUMBER[p.protocol], port: typeof p.port === 'number' ? p.port : 0 }));
+        // peers: identities (selectors), CIDR classes (ipBlocks), or ANY (no peers listed)
+        let peerIds: number[];
+        let classIds: number[] = [];
+        if (rule.peers === undefined) {
+          peerIds = [Identity.ANY];
+        } else {
+          peerIds = allIdentities.filter((who) => rule.peers!.some((p) => peerMatches(p, pol, who))).map((who) => who.id);
+          const cls = new Set<number>();
+          for (const p of rule.peers) if (p.ipBlock) for (const c of covers(p.ipBlock)) cls.add(c);
+          classIds = [...cls];
+        }
+        const fixed: PortBlock[] = [];
+        const named: { name: string; proto: number; protocol: L4Protocol }[] = [];
+        if (rule.ports === undefined) {
+          fixed.push({ proto: 0, port: 0, bits: 0 });
+        } else {
+          for (const p of rule.ports) {
+            const proto = PROTO_NUMBER[p.protocol];
+            if (p.port === undefined) fixed.push({ proto, port: 0, bits: 0 });
+            else if (typeof p.port === 'string') named.push({ name: p.port, proto, protocol: p.protocol });
+            else for (const b of portBlocks(p.port, p.endPort ?? p.port)) fixed.push({ proto, port: b.port, bits: b.bits });
+          }
+        }
         for (const s of subjects) {
-          for (const peerIdentity of peers) {
-            for (const { proto, port } of ports) put({ identity: s.id, peerIdentity, proto, port, direction: dir, ruleId });
+          const emit = (peer: number, b: PortBlock): void => put(s.id, dir, peer, { proto: b.proto, port: b.port, bits: b.bits, rank: ruleRank, ruleId });
+          for (const peer of [...peerIds, ...classIds]) for (const b of fixed) emit(peer, b);
+          // Named ports resolve against the destination pod's container ports (name and protocol):
+          // at ingress the subject itself; at egress each peer identity (for ANY: every pod
+          // identity that has the port). Egress named ports with ipBlock peers are refused above.
+          for (const n of named) {
+            if (dir === 0) {
+              const nums = namedPortNumbers(s.ports, n.name, n.protocol);
+              for (const peer of [...peerIds, ...classIds]) for (const port of nums) emit(peer, { proto: n.proto, port, bits: 16 });
+            } else {
+              const dsts = rule.peers === undefined ? allIdentities : peerIds.map((i) => identities.get(i)!);
+              for (const d of dsts) for (const port of namedPortNumbers(d.ports, n.name, n.protocol)) emit(d.id, { proto: n.proto, port, bits: 16 });
+            }
           }
         }
       });
@@ -170,17 +342,47 @@ export function compilePolicy(cluster: ClusterSnapshot, placed: readonly PlacedP
     }
   }
 
-  // 3. Which kinds of keys each identity has, so the datapath skips lookups that cannot hit.
-  // (Traffic between a pod and its own node needs no key: the datapath always allows it, as
-  // NetworkPolicy says, under reason ALLOW_HOST.)
-  for (const e of policy.values()) {
-    const flag = e.direction === 0
-      ? (e.peerIdentity === Identity.ANY ? EndpointFlag.ANY_RULES_INGRESS : EndpointFlag.PEER_RULES_INGRESS)
-      : (e.peerIdentity === Identity.ANY ? EndpointFlag.ANY_RULES_EGRESS : EndpointFlag.PEER_RULES_EGRESS);
-    endpointFlags.set(e.identity, (endpointFlags.get(e.identity) ?? 0) | flag);
+  // 4. Fold: the datapath stops at the most specific entry of a peer kind, so every entry
+  // carries the best rule of every entry covering it (a rule without ports covers everything, a
+  // protocol-wide entry its protocol's blocks, a block the blocks inside it).
+  const policy = new Map<string, PolicyEntry>();
+  for (const g of groups.values()) {
+    const own = new Map<string, Raw>();
+    for (const r of g.raw) {
+      const k = `${r.proto}|${r.port}|${r.bits}`;
+      const had = own.get(k);
+      if (!had || r.rank < had.rank) own.set(k, r);
+    }
+    const better = (a: Raw | undefined, b: Raw | undefined): Raw | undefined => (!a ? b : !b ? a : b.rank < a.rank ? b : a);
+    const all = own.get('0|0|0');
+    for (const r of own.values()) {
+      let best: Raw | undefined = r;
+      if (r.proto !== 0) {
+        best = better(best, all);
+        if (r.bits > 0) {
+          best = better(best, own.get(`${r.proto}|0|0`));
+          for (let bits = 1; bits < r.bits; bits++) {
+            const mask = (0xffff << (16 - bits)) & 0xffff;
+            best = better(best, own.get(`${r.proto}|${r.port & mask}|${bits}`));
+          }
+        }
+      }
+      const e: PolicyEntry = { identity: g.identity, peer: g.peer, direction: g.direction, proto: r.proto, port: r.port, portBits: r.bits, ruleId: best!.ruleId, rank: best!.rank };
+      policy.set(policyEntryKey(e), e);
+    }
+    // 5. Which kinds of keys each identity has, so the datapath skips lookups that cannot hit.
+    // (Traffic between a pod and its own node needs no key: the datapath always allows it, as
+    // NetworkPolicy says, under reason ALLOW_HOST.)
+    const ingress = g.direction === 0;
+    const flag = g.peer === Identity.ANY
+      ? (ingress ? EndpointFlag.ANY_RULES_INGRESS : EndpointFlag.ANY_RULES_EGRESS)
+      : g.peer >= FIRST_CIDR_CLASS
+        ? (ingress ? EndpointFlag.CIDR_RULES_INGRESS : EndpointFlag.CIDR_RULES_EGRESS)
+        : (ingress ? EndpointFlag.PEER_RULES_INGRESS : EndpointFlag.PEER_RULES_EGRESS);
+    endpointFlags.set(g.identity, (endpointFlags.get(g.identity) ?? 0) | flag);
   }
 
-  // 4. endpoints: every address of every placed pod
+  // 6. endpoints: every address of every placed pod
   const endpoints = new Map<string, EndpointEntry>();
   for (const { pod, ips, ifindex } of placed) {
     const key = `${pod.namespace}/${pod.name}`;
@@ -191,5 +393,5 @@ export function compilePolicy(cluster: ClusterSnapshot, placed: readonly PlacedP
 
   const info = new Map<number, IdentityInfo>();
   for (const i of identities.values()) info.set(i.id, { namespace: i.namespace, labels: i.podLabels });
-  return { endpoints, policy, identities: info };
+  return { endpoints, policy, cidrClasses: classes, identities: info };
 }

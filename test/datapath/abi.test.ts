@@ -18,7 +18,7 @@ test('ipToKey16 / key16ToIp: IPv4 as ::ffff:a.b.c.d, IPv6 compressed', () => {
 test('map codecs round-trip', () => {
   const ep = { id: 7, identity: 300, ifindex: 12, flags: abi.EndpointFlag.LOCAL | abi.EndpointFlag.AUDIT };
   assert.deepEqual(abi.decodeEndpoint(abi.encodeEndpoint(ep)), ep);
-  const pk = { identity: 300, peerIdentity: 2, port: 8080, proto: abi.Proto.TCP, direction: abi.Direction.INGRESS };
+  const pk = { identity: 300, peer: 2, port: 8080, portBits: 12, proto: abi.Proto.TCP, direction: abi.Direction.INGRESS };
   assert.deepEqual(abi.decodePolicyKey(abi.encodePolicyKey(pk)), pk);
   const ck = { saddr: '10.0.0.1', daddr: 'fd00::2', sport: 1, dport: 65535, proto: abi.Proto.UDP };
   assert.deepEqual(abi.decodeCtKey(abi.encodeCtKey(ck)), ck);

@@ -82,11 +82,13 @@ describe('policy and deny path', () => {
     assert.equal(recs[3]!.dstIdentity, OTHER);
   });
 
-  test('rule lookup order and attribution in FLOW_START', () => {
+  test('attribution in FLOW_START: the most specific key per peer kind, the lowest rank among the kinds', () => {
     const fromClient = (pkt: Buffer) => pkt.subarray(26, 30).equals(Buffer.from([10, 3, 0, 2]));
     const cases: Array<[string, Buffer, number]> = [
       ['{peer, tcp, 80} before everything else', tcpPacket(CLIENT_IP, WEB_IP, 43001, 80, TcpFlag.SYN), 11],
-      ['{peer, tcp, 0} missing, {peer, any} next', tcpPacket(CLIENT_IP, WEB_IP, 43002, 81, TcpFlag.SYN), 13],
+      // the helper writes each rule id as its rank: {peer, any} (13) and {ANY, tcp, 0} (12) both
+      // cover TCP 81, and the rule that ranks first is named, as the reference evaluator does
+      ['{peer, any} and {ANY, tcp, 0}: the lower rank', tcpPacket(CLIENT_IP, WEB_IP, 43002, 81, TcpFlag.SYN), 12],
       ['{peer, any} covers UDP too', udpPacket(CLIENT_IP, WEB_IP, 43003, 53), 13],
       ['{ANY, tcp, 0} for another peer', tcpPacket(OUTSIDE, WEB_IP, 43004, 81, TcpFlag.SYN), 12],
     ];
@@ -168,9 +170,9 @@ describe('policy and deny path', () => {
 
     // A key that would allow the flow, written without bumping the generation (no user space
     // does this): the next packets are not judged again, so they are still dropped.
-    dp.map(abi.MapName.policy).update(
-      abi.encodePolicyKey({ identity: WEB, peerIdentity: Identity.ANY, port: 9998, proto: Proto.UDP, direction: Direction.INGRESS }),
-      abi.encodePolicyValue({ ruleId: 14, flags: 0 }),
+    dp.policyUpdate(
+      { identity: WEB, peer: Identity.ANY, port: 9998, portBits: 16, proto: Proto.UDP, direction: Direction.INGRESS },
+      { ruleId: 14, rank: 14 },
     );
     for (let i = 0; i < 3; i++) assert.equal(dp.run('toPod', pkt), TC_ACT_SHOT);
     assert.equal(dp.stat('DENY_DEFAULT').packets - denied, 4n, 'counted under the cached reason');
@@ -183,9 +185,7 @@ describe('policy and deny path', () => {
     assert.equal(dp.run('toPod', pkt), TC_ACT_OK);
     const [start] = TestDatapath.flows(dp.drain());
     assert.deepEqual([start!.type, start!.ingressRuleId], ['FLOW_START', 14]);
-    dp.map(abi.MapName.policy).delete(
-      abi.encodePolicyKey({ identity: WEB, peerIdentity: Identity.ANY, port: 9998, proto: Proto.UDP, direction: Direction.INGRESS }),
-    );
+    dp.policyDelete({ identity: WEB, peer: Identity.ANY, port: 9998, portBits: 16, proto: Proto.UDP, direction: Direction.INGRESS });
     dp.bumpGeneration();
   });
 
@@ -290,7 +290,7 @@ describe('policy and deny path', () => {
     dp.pod('10.3.0.61', { id: 61, identity: ONLY_PEER, isolate: 'ingress' });
     dp.allowIngress(ONLY_ANY, Identity.ANY, tcp(80), 31);
     dp.allowIngress(ONLY_PEER, OTHER, udp(53), 41);
-    const flagsOf = (ip: string) => abi.decodeEndpoint(dp.map(abi.MapName.endpoints).lookup(abi.encodeIpKey(ip))!).flags;
+    const flagsOf = (ip: string) => abi.decodeEndpoint(dp.slotMap('endpoints', dp.generation()).lookup(abi.encodeIpKey(ip))!).flags;
     assert.equal(flagsOf('10.3.0.60') & 0xf0, abi.EndpointFlag.ANY_RULES_INGRESS, 'helpers set the flags like the compiler');
     assert.equal(flagsOf('10.3.0.61') & 0xf0, abi.EndpointFlag.PEER_RULES_INGRESS);
     assert.equal(flagsOf(WEB_IP) & 0xf0, abi.EndpointFlag.PEER_RULES_INGRESS | abi.EndpointFlag.ANY_RULES_INGRESS);
@@ -309,9 +309,9 @@ describe('policy and deny path', () => {
     }
     // The datapath trusts the summary: a key of a kind the flags do not announce is not consulted
     // (user space always writes both together, keys first).
-    dp.map(abi.MapName.policy).update(
-      abi.encodePolicyKey({ identity: ONLY_PEER, peerIdentity: Identity.ANY, port: 0, proto: 0, direction: Direction.INGRESS }),
-      abi.encodePolicyValue({ ruleId: 42, flags: 0 }),
+    dp.policyUpdate(
+      { identity: ONLY_PEER, peer: Identity.ANY, port: 0, portBits: 0, proto: 0, direction: Direction.INGRESS },
+      { ruleId: 42, rank: 42 },
     );
     assert.equal(dp.run('toPod', udpPacket(OUTSIDE, '10.3.0.61', 43604, 53)), TC_ACT_SHOT);
   });

@@ -7,6 +7,8 @@ import path from 'node:path';
 import { BpfObject, BpfMap, RingBufferReader, ensureBpffs, numPossibleCpus } from '../../src/datapath/libbpf.js';
 import * as abi from '../../src/datapath/abi.js';
 import { bpfObjectPath } from '../../src/paths.js';
+import { applyCompiled, type ApplyStats } from '../../src/datapath/datapath.js';
+import type { CompiledDatapath } from '../../src/policy/compile.js';
 
 export interface PortRule {
   proto: number;
@@ -118,8 +120,28 @@ export class TestDatapath {
   /** Writes an endpoint as given (flags verbatim: no rule-summary flags are added), then bumps
    * the policy generation, as Datapath.apply does after its map writes. */
   endpoint(ip: string, ep: abi.Endpoint): void {
-    this.map(abi.MapName.endpoints).update(abi.encodeIpKey(ip), abi.encodeEndpoint(ep));
+    for (let slot = 0; slot < abi.SLOTS; slot++) this.slotMap('endpoints', slot).update(abi.encodeIpKey(ip), abi.encodeEndpoint(ep));
     this.bumpGeneration();
+  }
+
+  /** One slot's map of the policy state (weir_abi.h: WEIR_SLOTS). */
+  slotMap(kind: 'endpoints' | 'policy' | 'ipcache', slot: number): BpfMap {
+    return this.map(abi.slotMapName(kind, slot));
+  }
+
+  /** Writes a policy key into both slots (no generation bump: callers decide). */
+  policyUpdate(key: abi.PolicyKey, value: abi.PolicyValue): void {
+    for (let slot = 0; slot < abi.SLOTS; slot++) this.slotMap('policy', slot).update(abi.encodePolicyKey(key), abi.encodePolicyValue(value));
+  }
+
+  policyDelete(key: abi.PolicyKey): void {
+    for (let slot = 0; slot < abi.SLOTS; slot++) this.slotMap('policy', slot).delete(abi.encodePolicyKey(key));
+  }
+
+  /** Programs the whole policy state from the compiler's output, as the agent does
+   * (src/datapath/datapath.ts applyCompiled: the inactive slot, then the generation flip). */
+  apply(compiled: CompiledDatapath): ApplyStats {
+    return applyCompiled((name) => this.map(name), () => this.generation(), () => this.bumpGeneration(), compiled);
   }
 
   generation(): number {
@@ -157,11 +179,11 @@ export class TestDatapath {
   /** Writes the keys, then (as the compiler's contract says) marks the subject identity's
    * endpoints with the rule-summary flag of this direction and peer kind. */
   private allow(direction: number, subject: number, peer: number, ports: PortRule | PortRule[], ruleId: number): void {
-    const m = this.map(abi.MapName.policy);
     for (const p of Array.isArray(ports) ? ports : [ports]) {
-      m.update(
-        abi.encodePolicyKey({ identity: subject, peerIdentity: peer, port: p.port, proto: p.proto, direction }),
-        abi.encodePolicyValue({ ruleId, flags: 0 }),
+      // the rule id doubles as its rank: among several hits the lowest id is named
+      this.policyUpdate(
+        { identity: subject, peer, port: p.port, portBits: p.proto && p.port ? 16 : 0, proto: p.proto, direction },
+        { ruleId, rank: ruleId },
       );
     }
     const flag = direction === abi.Direction.INGRESS

@@ -179,11 +179,12 @@ kind: NetworkPolicy
 metadata: {name: cidr, namespace: x}
 spec:
   podSelector: {}
-  ingress: [{from: [{ipBlock: {cidr: 10.0.0.0/8}}]}]
+  policyTypes: [Egress]
+  egress: [{to: [{ipBlock: {cidr: 10.0.0.0/8}}], ports: [{port: http}]}]
 `);
     await assert.rejects(lab.apply([ipBlock]), (e: unknown) => {
       assert.ok(e instanceof ClusterStateError);
-      assert.match(e.message, /NetworkPolicy x\/cidr: spec\.ingress\[0\]\.from\[0\]\.ipBlock: not enforced by this version's datapath yet/);
+      assert.match(e.message, /NetworkPolicy x\/cidr: spec\.egress\[0\]\.ports\[0\]\.port: "http": a named port in an egress rule with ipBlock peers .* is not enforced by this version's datapath/);
       return true;
     });
     assert.equal(lab.cluster().policies.has('x/cidr'), false);

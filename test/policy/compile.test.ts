@@ -90,12 +90,12 @@ spec:
   const sort = (l: typeof entries) => l.map((e) => JSON.stringify(e)).sort();
   assert.deepEqual(sort(entries), sort([
     // x/a (same namespace, app=a) on TCP 80 and UDP 53; y/a (app=a but other namespace) is not a peer of rule 0
-    { identity: b, peerIdentity: id('10.244.0.1'), proto: 6, port: 80, direction: 0, ruleId: rule0 },
-    { identity: b, peerIdentity: id('10.244.0.1'), proto: 17, port: 53, direction: 0, ruleId: rule0 },
+    { identity: b, peer: id('10.244.0.1'), direction: 0, proto: 6, port: 80, portBits: 16, ruleId: rule0, rank: 0 },
+    { identity: b, peer: id('10.244.0.1'), direction: 0, proto: 17, port: 53, portBits: 16, ruleId: rule0, rank: 0 },
     // every pod of namespace y, every port
-    { identity: b, peerIdentity: id('10.244.0.3'), proto: 0, port: 0, direction: 0, ruleId: rule1 },
+    { identity: b, peer: id('10.244.0.3'), direction: 0, proto: 0, port: 0, portBits: 0, ruleId: rule1, rank: 1 },
     // egress to anyone on any TCP port
-    { identity: b, peerIdentity: Identity.ANY, proto: 6, port: 0, direction: 1, ruleId: egress0 },
+    { identity: b, peer: Identity.ANY, direction: 1, proto: 6, port: 0, portBits: 0, ruleId: egress0, rank: 2 },
   ]));
   // isolation both ways, plus which kinds of keys exist so the datapath skips lookups that cannot hit
   assert.equal(out.endpoints.get('10.244.0.2')!.flags, EP_LOCAL | EP_ISOLATED_INGRESS | EP_ISOLATED_EGRESS
@@ -114,11 +114,11 @@ spec:
   ingress:
   - from: [{namespaceSelector: {matchLabels: {team: blue}}, podSelector: {matchLabels: {app: b}}}]
 `);
-  const peers = [...out.policy.values()].filter((e) => e.identity === id('10.244.0.1')).map((e) => e.peerIdentity);
+  const peers = [...out.policy.values()].filter((e) => e.identity === id('10.244.0.1')).map((e) => e.peer);
   assert.deepEqual(peers, [id('10.244.0.2')]);
 });
 
-test('the same key from two rules names the lowest rule id; ids are stable across compiles', () => {
+test('the same key from two rules names the first rule in the reference order; ids are stable across compiles', () => {
   const policy = `
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
@@ -132,7 +132,7 @@ spec: {podSelector: {}, ingress: [{}]}
 `;
   const first = build(policy);
   const r1 = first.ids.rule({ kind: 'NetworkPolicy', policy: 'x/p1', direction: 'Ingress', index: 0 });
-  const any = [...first.out.policy.values()].filter((e) => e.peerIdentity === Identity.ANY);
+  const any = [...first.out.policy.values()].filter((e) => e.peer === Identity.ANY);
   assert.equal(any.length, 2);
   for (const e of any) assert.equal(e.ruleId, r1);
   const again = build(policy, new IdAllocator(first.ids.toJSON()));
@@ -148,4 +148,99 @@ spec: {podSelector: {}, policyTypes: [Egress]}
 `);
   assert.equal(out.endpoints.get('fd00::3')!.flags, EP_LOCAL | EP_ISOLATED_EGRESS);
   assert.equal(out.policy.size, 0);
+});
+
+test('rule order is the reference order (policy key, then index), not rule-id order, and general entries fold into specific ones', () => {
+  const ids = new IdAllocator();
+  // allocate ids in the reverse of the reference order
+  const late = ids.rule({ kind: 'NetworkPolicy', policy: 'x/b-ports', direction: 'Ingress', index: 0 });
+  const { out, id } = build(`
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: b-ports, namespace: x}
+spec: {podSelector: {matchLabels: {app: b}}, ingress: [{ports: [{port: 80}]}]}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: a-any, namespace: x}
+spec: {podSelector: {matchLabels: {app: b}}, ingress: [{ports: [{protocol: TCP}]}]}
+`, ids);
+  const early = ids.rule({ kind: 'NetworkPolicy', policy: 'x/a-any', direction: 'Ingress', index: 0 });
+  assert.ok(late < early);
+  const b = id('10.244.0.2');
+  const port80 = [...out.policy.values()].find((e) => e.identity === b && e.port === 80)!;
+  // x/a-any sorts first and covers TCP 80: the more specific key carries it
+  assert.equal(port80.ruleId, early);
+});
+
+test('port ranges become aligned power-of-two blocks', async () => {
+  const { portBlocks } = await import('../../src/policy/compile.js');
+  assert.deepEqual(portBlocks(80, 80), [{ port: 80, bits: 16 }]);
+  assert.deepEqual(portBlocks(8080, 8083), [{ port: 8080, bits: 14 }]);
+  assert.deepEqual(portBlocks(1, 65535).length, 16);
+  const worst = portBlocks(1, 65534);
+  assert.equal(worst.length, 30);
+  let covered = 0;
+  for (const b of worst) covered += 1 << (16 - b.bits);
+  assert.equal(covered, 65534);
+});
+
+test('ipBlock with except: every listed prefix is a CIDR class; the block covers its cidr minus the excepts', () => {
+  const { out, id } = build(`
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: blocks, namespace: x}
+spec:
+  podSelector: {matchLabels: {app: b}}
+  policyTypes: [Ingress]
+  ingress:
+  - from: [{ipBlock: {cidr: 10.0.0.0/8, except: [10.244.0.0/16]}}, {ipBlock: {cidr: "::/0"}}]
+`);
+  const classes = [...out.cidrClasses.values()].map((c) => c.cidr).sort();
+  // ::/0 contains the IPv4-mapped space, which is listed as an IPv4 class of its own
+  assert.deepEqual(classes, ['0.0.0.0/0', '0:0:0:0:0:0:0:0/0', '10.0.0.0/8', '10.244.0.0/16'].sort());
+  const peers = new Set([...out.policy.values()].filter((e) => e.identity === id('10.244.0.2')).map((e) => e.peer));
+  const cls = (c: string) => out.cidrClasses.get(c)!.classId;
+  assert.deepEqual(peers, new Set([cls('10.0.0.0/8'), cls('0:0:0:0:0:0:0:0/0')]));
+  assert.ok(out.endpoints.get('10.244.0.2')!.flags & EndpointFlag.CIDR_RULES_INGRESS);
+});
+
+test('named ports resolve against the destination pod: its identity includes its named ports', () => {
+  const extra = `
+apiVersion: v1
+kind: Pod
+metadata: {name: web1, namespace: x, labels: {app: web}}
+spec: {containers: [{name: c, ports: [{name: http, containerPort: 8080}]}]}
+status: {podIP: 10.244.0.11}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web2, namespace: x, labels: {app: web}}
+spec: {containers: [{name: c, ports: [{name: http, containerPort: 9090}]}]}
+status: {podIP: 10.244.0.12}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: named, namespace: x}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  ingress: [{ports: [{port: http}]}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: out, namespace: x}
+spec:
+  podSelector: {matchLabels: {app: a}}
+  policyTypes: [Egress]
+  egress: [{ports: [{port: http}]}]
+`;
+  const { out, id } = build(extra);
+  const w1 = id('10.244.0.11');
+  const w2 = id('10.244.0.12');
+  assert.notEqual(w1, w2, 'same labels, different named ports');
+  const ports = (identity: number, direction: number) => [...out.policy.values()].filter((e) => e.identity === identity && e.direction === direction).map((e) => `${e.peer}:${e.port}`).sort();
+  assert.deepEqual(ports(w1, 0), [`${Identity.ANY}:8080`]);
+  assert.deepEqual(ports(w2, 0), [`${Identity.ANY}:9090`]);
+  // egress to any peer on "http": per destination identity that has it
+  assert.deepEqual(ports(id('10.244.0.1'), 1), [`${w1}:8080`, `${w2}:9090`].sort());
 });
