@@ -102,7 +102,7 @@ enum weir_counter {
 /* ---- maps ---------------------------------------------------------------------------------- */
 
 /* The policy state comes in two copies, slot 0 and slot 1 (maps weir_endpoints_v2_0/_1,
- * weir_policy_v2_0/_1, weir_ipcache_v1_0/_1). The programs judge a packet from the slot of the
+ * weir_policy_v3_0/_1, weir_prange_v1_0/_1, weir_ipcache_v1_0/_1). The programs judge a packet from the slot of the
  * policy generation they read once per packet (weir_config.generation & 1); user space fills the
  * other slot completely, then bumps the generation, which flips every map at once
  * (docs/datapath.md: atomic updates). */
@@ -124,6 +124,8 @@ struct weir_ip_key {
 #define WEIR_EP_ANY_RULES_EGRESS (1u << 7)
 #define WEIR_EP_CIDR_RULES_INGRESS (1u << 8) /* some ingress key names a CIDR class */
 #define WEIR_EP_CIDR_RULES_EGRESS (1u << 9)
+#define WEIR_EP_RANGE_RULES_INGRESS (1u << 10) /* some ingress key is a port-range block */
+#define WEIR_EP_RANGE_RULES_EGRESS (1u << 11)
 
 struct weir_endpoint {
 	__u32 id;       /* endpoint id, stable for the endpoint's life, 0 = none */
@@ -149,27 +151,37 @@ struct weir_ipcache_value {
 	__u32 pad;
 };
 
-/* weir_policy_v2_N (LPM trie): allow rules, compiled per (subject identity, direction, peer).
- * The peer is a label-set identity, a CIDR class or WEIR_ID_ANY. A rule without ports ends its
- * prefix after direction (WEIR_POLICY_PREFIX_PEER), "every port of a protocol" after proto
- * (WEIR_POLICY_PREFIX_PROTO), a port after the 16 port bits (WEIR_POLICY_PREFIX_PORT), and a port
- * range is split into aligned power-of-two blocks. The port comes last and big-endian, so a
- * prefix of the key is a block of ports. One lookup per peer kind (identity, class, ANY) finds
- * the most specific entry; user space folds into every entry the best rule of every entry that
- * covers it, and the datapath takes the hit with the lowest rank: that is the rule the reference
- * evaluator names (first by policy "namespace/name", then rule index). */
+/* Policy keys: allow rules, compiled per (subject identity, direction, peer). The peer is a
+ * label-set identity, a CIDR class or WEIR_ID_ANY. For one peer kind the datapath looks up, first
+ * hit deciding: the exact port {proto, dport} (weir_policy_v3_N, hash), the port-range blocks
+ * holding dport (weir_prange_v1_N, LPM trie; only for identities with range rules), the whole
+ * protocol {proto, 0}, every protocol {0, 0} (hash). Every key carries the best rule (rank) of
+ * every key that covers it (user space folds them), so the first hit of a kind is that kind's
+ * best rule; the datapath then takes the lowest rank over the peer kinds (identity, CIDR class,
+ * ANY): the rule the reference evaluator names (first by policy "namespace/name", then index).
+ * Hash lookups for the common exact ports and "all" rules keep the cost independent of the
+ * number of keys; only ranges pay an LPM walk. */
 struct weir_policy_key {
-	__u32 prefixlen;
-	__u32 identity;  /* the policed endpoint's identity */
-	__u32 peer;      /* the other side's identity or CIDR class, or WEIR_ID_ANY */
-	__u8 direction;  /* enum weir_direction: INGRESS or EGRESS */
-	__u8 proto;      /* WEIR_PROTO_* (TCP, UDP, SCTP); not covered by a rule without ports */
-	__be16 port;     /* destination port, network byte order */
+	__u32 identity; /* the policed endpoint's identity */
+	__u32 peer;     /* the other side's identity or CIDR class, or WEIR_ID_ANY */
+	__u16 port;     /* destination port, host byte order; 0 = every port of proto */
+	__u8 proto;     /* WEIR_PROTO_* (TCP, UDP, SCTP); 0 = a rule without ports */
+	__u8 direction; /* enum weir_direction: INGRESS or EGRESS */
 };
 
-#define WEIR_POLICY_PREFIX_PEER 72   /* identity, peer, direction */
-#define WEIR_POLICY_PREFIX_PROTO 80  /* ... and proto */
-#define WEIR_POLICY_PREFIX_PORT 96   /* ... and the port */
+/* weir_prange_v1_N (LPM trie): a port range, split into aligned power-of-two blocks; a block of
+ * 2^k ports has prefix WEIR_PRANGE_PREFIX_PROTO + 16 - k. The port comes last and big-endian, so
+ * a prefix of the key is a block of ports. */
+struct weir_prange_key {
+	__u32 prefixlen;
+	__u32 identity;
+	__u32 peer;
+	__u8 direction;
+	__u8 proto;
+	__be16 port;
+};
+
+#define WEIR_PRANGE_PREFIX_PROTO 80 /* identity, peer, direction, proto */
 
 struct weir_policy_value {
 	__u32 rule_id; /* names policy + direction + rule index in user space's rule table */
@@ -301,7 +313,8 @@ struct weir_lost_event {
 
 _Static_assert(sizeof(struct weir_ip_key) == 16, "weir_ip_key layout");
 _Static_assert(sizeof(struct weir_endpoint) == 16, "weir_endpoint layout");
-_Static_assert(sizeof(struct weir_policy_key) == 16, "weir_policy_key layout");
+_Static_assert(sizeof(struct weir_policy_key) == 12, "weir_policy_key layout");
+_Static_assert(sizeof(struct weir_prange_key) == 16, "weir_prange_key layout");
 _Static_assert(sizeof(struct weir_ipcache_key) == 20, "weir_ipcache_key layout");
 _Static_assert(sizeof(struct weir_ipcache_value) == 8, "weir_ipcache_value layout");
 _Static_assert(sizeof(struct weir_policy_value) == 8, "weir_policy_value layout");

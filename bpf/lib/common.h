@@ -48,10 +48,19 @@ static __always_inline __u64 weir_now(void)
 	} name SEC(".maps")
 #define WEIR_POLICY_MAP(name)                                                                      \
 	struct {                                                                                   \
-		__uint(type, BPF_MAP_TYPE_LPM_TRIE);                                               \
+		__uint(type, BPF_MAP_TYPE_HASH);                                                   \
 		__uint(max_entries, 1 << 20);                                                      \
 		__uint(map_flags, BPF_F_NO_PREALLOC);                                              \
 		__type(key, struct weir_policy_key);                                               \
+		__type(value, struct weir_policy_value);                                           \
+		__uint(pinning, LIBBPF_PIN_BY_NAME);                                               \
+	} name SEC(".maps")
+#define WEIR_PRANGE_MAP(name)                                                                      \
+	struct {                                                                                   \
+		__uint(type, BPF_MAP_TYPE_LPM_TRIE);                                               \
+		__uint(max_entries, 1 << 20);                                                      \
+		__uint(map_flags, BPF_F_NO_PREALLOC);                                              \
+		__type(key, struct weir_prange_key);                                               \
 		__type(value, struct weir_policy_value);                                           \
 		__uint(pinning, LIBBPF_PIN_BY_NAME);                                               \
 	} name SEC(".maps")
@@ -67,8 +76,10 @@ static __always_inline __u64 weir_now(void)
 
 WEIR_ENDPOINTS_MAP(weir_endpoints_v2_0);
 WEIR_ENDPOINTS_MAP(weir_endpoints_v2_1);
-WEIR_POLICY_MAP(weir_policy_v2_0);
-WEIR_POLICY_MAP(weir_policy_v2_1);
+WEIR_POLICY_MAP(weir_policy_v3_0);
+WEIR_POLICY_MAP(weir_policy_v3_1);
+WEIR_PRANGE_MAP(weir_prange_v1_0);
+WEIR_PRANGE_MAP(weir_prange_v1_1);
 WEIR_IPCACHE_MAP(weir_ipcache_v1_0);
 WEIR_IPCACHE_MAP(weir_ipcache_v1_1);
 

@@ -16,16 +16,42 @@ struct weir_decision {
 	__u8 pad;
 };
 
-/* One lookup for one peer kind: the most specific entry covering the packet (user space folded
- * into it the best rule of every entry that covers it). Keeps the lower-ranked rule of this hit
- * and what an earlier peer kind found. */
-static __always_inline void weir_policy_try(__u32 gen, struct weir_policy_key *k, __u32 peer,
-					    struct weir_decision *d, __u32 *best)
+/* The lookups of one peer kind, most specific first (user space folded into every key the best
+ * rule of every key covering it, so the first hit is this kind's best rule): exact port, the
+ * range blocks holding it (only when the identity has range keys), the whole protocol, every
+ * protocol. Keeps the lower-ranked of this kind's rule and what an earlier kind found. */
+static __always_inline void weir_policy_try(__u32 gen, struct weir_policy_key *k,
+					    struct weir_prange_key *rk, __u32 peer, int ranges,
+					    const struct weir_pkt *p, struct weir_decision *d,
+					    __u32 *best)
 {
-	struct weir_policy_value *v;
+	struct weir_policy_value *v = 0;
+	__u8 proto = p->tuple.proto;
+	__u16 dport = p->tuple.dport;
 
 	k->peer = peer;
-	v = WEIR_SLOT_LOOKUP(weir_policy_v2, gen, k);
+	/* Only TCP/UDP/SCTP keys carry a protocol, so any other protocol matches rules without ports
+	 * only. dport 0 (a later fragment) matches only rules covering every port of the protocol. */
+	if (weir_ports_matter(proto)) {
+		k->proto = proto;
+		if (dport) {
+			k->port = dport;
+			v = WEIR_SLOT_LOOKUP(weir_policy_v3, gen, k);
+			if (!v && ranges) {
+				rk->peer = peer;
+				v = WEIR_SLOT_LOOKUP(weir_prange_v1, gen, rk);
+			}
+		}
+		if (!v) {
+			k->port = 0;
+			v = WEIR_SLOT_LOOKUP(weir_policy_v3, gen, k);
+		}
+	}
+	if (!v) {
+		k->proto = 0;
+		k->port = 0;
+		v = WEIR_SLOT_LOOKUP(weir_policy_v3, gen, k);
+	}
 	if (v && v->rank < *best) {
 		*best = v->rank;
 		d->rule_id = v->rule_id;
@@ -43,16 +69,19 @@ static __always_inline void weir_policy_decide(__u32 gen, const struct weir_endp
 	__u32 peer_rules = ingress ? WEIR_EP_PEER_RULES_INGRESS : WEIR_EP_PEER_RULES_EGRESS;
 	__u32 any_rules = ingress ? WEIR_EP_ANY_RULES_INGRESS : WEIR_EP_ANY_RULES_EGRESS;
 	__u32 cidr_rules = ingress ? WEIR_EP_CIDR_RULES_INGRESS : WEIR_EP_CIDR_RULES_EGRESS;
-	__u8 proto = p->tuple.proto;
-	/* Only TCP/UDP/SCTP keys carry a protocol and ports, so any other protocol matches rules
-	 * without ports only. dport 0 (a later fragment) lies in no port block: only rules covering
-	 * every port of the protocol match it. */
+	__u32 range_rules = ingress ? WEIR_EP_RANGE_RULES_INGRESS : WEIR_EP_RANGE_RULES_EGRESS;
+	const int ranges = (ep->flags & range_rules) != 0;
 	struct weir_policy_key k = {
-		.prefixlen = WEIR_POLICY_PREFIX_PORT,
 		.identity = ep->identity,
 		.direction = direction,
-		.proto = proto,
-		.port = weir_ports_matter(proto) ? bpf_htons(p->tuple.dport) : 0,
+	};
+	/* full-length key: the LPM trie answers the most specific block holding dport */
+	struct weir_prange_key rk = {
+		.prefixlen = WEIR_PRANGE_PREFIX_PROTO + 16,
+		.identity = ep->identity,
+		.direction = direction,
+		.proto = p->tuple.proto,
+		.port = bpf_htons(p->tuple.dport),
 	};
 	__u32 best = 0xffffffff;
 
@@ -74,7 +103,7 @@ static __always_inline void weir_policy_decide(__u32 gen, const struct weir_endp
 	 * Every kind that may hit is looked up: the lowest rank among the hits is the rule the
 	 * reference names. A world address has no identity keys, only its CIDR class. */
 	if ((ep->flags & peer_rules) && peer != WEIR_ID_WORLD)
-		weir_policy_try(gen, &k, peer, d, &best);
+		weir_policy_try(gen, &k, &rk, peer, ranges, p, d, &best);
 	if (ep->flags & cidr_rules) {
 		/* ipBlocks match by address, pod addresses included */
 		struct weir_ipcache_key ik = { .prefixlen = 128 };
@@ -83,10 +112,10 @@ static __always_inline void weir_policy_decide(__u32 gen, const struct weir_endp
 		__builtin_memcpy(ik.addr, peer_addr, 16);
 		cls = WEIR_SLOT_LOOKUP(weir_ipcache_v1, gen, &ik);
 		if (cls)
-			weir_policy_try(gen, &k, cls->class_id, d, &best);
+			weir_policy_try(gen, &k, &rk, cls->class_id, ranges, p, d, &best);
 	}
 	if (ep->flags & any_rules)
-		weir_policy_try(gen, &k, WEIR_ID_ANY, d, &best);
+		weir_policy_try(gen, &k, &rk, WEIR_ID_ANY, ranges, p, d, &best);
 	if (best != 0xffffffff) {
 		d->reason = WEIR_R_ALLOW_POLICY;
 		d->verdict = WEIR_VERDICT_ALLOW;

@@ -108,14 +108,16 @@ export const EndpointFlag = {
   ANY_RULES_EGRESS: 1 << 7,
   CIDR_RULES_INGRESS: 1 << 8,
   CIDR_RULES_EGRESS: 1 << 9,
+  RANGE_RULES_INGRESS: 1 << 10,
+  RANGE_RULES_EGRESS: 1 << 11,
 } as const;
 
 /** The policy state is kept in two slots; generation parity selects the one in force. */
 export const SLOTS = 2;
 /** CIDR class ids (peers in policy keys standing for "every address of the class"). */
 export const FIRST_CIDR_CLASS = 1 << 24;
-/** weir_policy_key prefix lengths (bits of identity, peer, direction, proto, port). */
-export const PolicyPrefix = { PEER: 72, PROTO: 80, PORT: 96 } as const;
+/** weir_prange_key: prefix length of identity, peer, direction and proto (the port block follows). */
+export const PRANGE_PREFIX_PROTO = 80;
 
 /** weir_ct_entry.flags (WEIR_CT_*). */
 export const CtFlag = {
@@ -137,9 +139,12 @@ export const MapName = {
   /** slot 0 of the endpoints (slot 1: endpoints1); see SLOTS */
   endpoints: 'weir_endpoints_v2_0',
   endpoints1: 'weir_endpoints_v2_1',
-  /** slot 0 of the policy keys (slot 1: policy1) */
-  policy: 'weir_policy_v2_0',
-  policy1: 'weir_policy_v2_1',
+  /** slot 0 of the policy keys (slot 1: policy1): exact ports, whole protocols, rules without ports */
+  policy: 'weir_policy_v3_0',
+  policy1: 'weir_policy_v3_1',
+  /** slot 0 of the port-range blocks (slot 1: prange1) */
+  prange: 'weir_prange_v1_0',
+  prange1: 'weir_prange_v1_1',
   ipcache: 'weir_ipcache_v1_0',
   ipcache1: 'weir_ipcache_v1_1',
   ct: 'weir_ct_v2',
@@ -203,7 +208,14 @@ export const Layouts = {
     ['ifindex', 8, 4],
     ['flags', 12, 4],
   ]),
-  policyKey: layout('weir_policy_key', 16, [
+  policyKey: layout('weir_policy_key', 12, [
+    ['identity', 0, 4],
+    ['peer', 4, 4],
+    ['port', 8, 2],
+    ['proto', 10, 1],
+    ['direction', 11, 1],
+  ]),
+  prangeKey: layout('weir_prange_key', 16, [
     ['prefixlen', 0, 4],
     ['identity', 4, 4],
     ['peer', 8, 4],
@@ -466,8 +478,10 @@ export function decodeEndpoint(buf: Buffer): Endpoint {
   return { id: v.u32('id'), identity: v.u32('identity'), ifindex: v.u32('ifindex'), flags: v.u32('flags') };
 }
 
-/** The slot's map of a kind: slotMap('policy', 1) = 'weir_policy_v2_1'. */
-export function slotMapName(kind: 'endpoints' | 'policy' | 'ipcache', slot: number): string {
+export type SlotKind = 'endpoints' | 'policy' | 'prange' | 'ipcache';
+
+/** The slot's map of a kind: slotMapName('policy', 1) = 'weir_policy_v3_1'. */
+export function slotMapName(kind: SlotKind, slot: number): string {
   return slot & 1 ? MapName[`${kind}1`] : MapName[kind];
 }
 
@@ -479,40 +493,53 @@ export interface PolicyKey {
   direction: number;
   /** Proto value; 0 = a rule without ports (every protocol) */
   proto: number;
-  /** first port of the block (0 with portBits 0) */
+  /** the port, or the first port of the block (0 with portBits 0) */
   port: number;
   /** how many leading bits of the port are fixed: 16 one port, 16-k a block of 2^k, 0 every port */
   portBits: number;
 }
 
-export function policyPrefixLen(k: Pick<PolicyKey, 'proto' | 'portBits'>): number {
-  if (k.proto === 0) return PolicyPrefix.PEER;
-  return PolicyPrefix.PROTO + k.portBits;
-}
+/** A block of several ports (not one, not all) lives in the range map, everything else in the hash. */
+export const isRangeKey = (k: Pick<PolicyKey, 'proto' | 'portBits'>): boolean => k.proto !== 0 && k.portBits > 0 && k.portBits < 16;
 
+/** weir_policy_key (hash): an exact port, a whole protocol (port 0) or every protocol (proto 0). */
 export function encodePolicyKey(k: PolicyKey): Buffer {
+  if (isRangeKey(k)) throw new RangeError('abi: a port block belongs in weir_prange (encodePortRangeKey)');
   const v = new View(Layouts.policyKey, Buffer.alloc(Layouts.policyKey.size));
-  v.setU32('prefixlen', policyPrefixLen(k))
+  return v
     .setU32('identity', k.identity)
     .setU32('peer', k.peer)
-    .setU8('direction', k.direction)
-    .setU8('proto', k.proto);
-  // big-endian: a prefix of the key is a block of ports
-  v.buf.writeUInt16BE(k.proto === 0 ? 0 : k.port, off(Layouts.policyKey, 'port'));
-  return v.buf;
+    .setU16('port', k.proto === 0 || k.portBits === 0 ? 0 : k.port)
+    .setU8('proto', k.proto)
+    .setU8('direction', k.direction).buf;
 }
 
 export function decodePolicyKey(buf: Buffer): PolicyKey {
   checkSize(Layouts.policyKey, buf, 'policy key');
   const v = new View(Layouts.policyKey, buf);
-  const prefixlen = v.u32('prefixlen');
+  const port = v.u16('port');
+  return { identity: v.u32('identity'), peer: v.u32('peer'), direction: v.u8('direction'), proto: v.u8('proto'), port, portBits: port ? 16 : 0 };
+}
+
+/** weir_prange_key (LPM trie): a block of 2^(16-portBits) ports starting at port. */
+export function encodePortRangeKey(k: PolicyKey): Buffer {
+  const v = new View(Layouts.prangeKey, Buffer.alloc(Layouts.prangeKey.size));
+  v.setU32('prefixlen', PRANGE_PREFIX_PROTO + k.portBits)
+    .setU32('identity', k.identity)
+    .setU32('peer', k.peer)
+    .setU8('direction', k.direction)
+    .setU8('proto', k.proto);
+  // big-endian: a prefix of the key is a block of ports
+  v.buf.writeUInt16BE(k.port, off(Layouts.prangeKey, 'port'));
+  return v.buf;
+}
+
+export function decodePortRangeKey(buf: Buffer): PolicyKey {
+  checkSize(Layouts.prangeKey, buf, 'port range key');
+  const v = new View(Layouts.prangeKey, buf);
   return {
-    identity: v.u32('identity'),
-    peer: v.u32('peer'),
-    direction: v.u8('direction'),
-    proto: v.u8('proto'),
-    port: buf.readUInt16BE(off(Layouts.policyKey, 'port')),
-    portBits: Math.max(0, prefixlen - PolicyPrefix.PROTO),
+    identity: v.u32('identity'), peer: v.u32('peer'), direction: v.u8('direction'), proto: v.u8('proto'),
+    port: buf.readUInt16BE(off(Layouts.prangeKey, 'port')), portBits: v.u32('prefixlen') - PRANGE_PREFIX_PROTO,
   };
 }
 

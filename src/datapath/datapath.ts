@@ -25,15 +25,18 @@ export const TC_HANDLE = 0x5745; // "WE"
 const programPin = (root: string, name: string) => path.join(root, `prog_${name}`);
 const mapPin = (root: string, name: string) => path.join(root, name);
 
-type SlotKind = 'endpoints' | 'policy' | 'ipcache';
-const SLOT_KINDS: readonly SlotKind[] = ['endpoints', 'policy', 'ipcache'];
+type SlotKind = abi.SlotKind;
+const SLOT_KINDS: readonly SlotKind[] = ['endpoints', 'policy', 'prange', 'ipcache'];
 
 /** The map contents `compiled` stands for, per kind, as hex key -> value. */
 export function encodeCompiled(compiled: CompiledDatapath): Record<SlotKind, Map<string, Buffer>> {
   const policy = new Map<string, Buffer>();
+  const prange = new Map<string, Buffer>();
   for (const e of compiled.policy.values()) {
-    const key = abi.encodePolicyKey({ identity: e.identity, peer: e.peer, direction: e.direction, proto: e.proto, port: e.port, portBits: e.portBits });
-    policy.set(key.toString('hex'), abi.encodePolicyValue({ ruleId: e.ruleId, rank: e.rank }));
+    const k = { identity: e.identity, peer: e.peer, direction: e.direction, proto: e.proto, port: e.port, portBits: e.portBits };
+    const value = abi.encodePolicyValue({ ruleId: e.ruleId, rank: e.rank });
+    if (abi.isRangeKey(k)) prange.set(abi.encodePortRangeKey(k).toString('hex'), value);
+    else policy.set(abi.encodePolicyKey(k).toString('hex'), value);
   }
   const endpoints = new Map<string, Buffer>();
   for (const [ip, e] of compiled.endpoints) {
@@ -45,7 +48,7 @@ export function encodeCompiled(compiled: CompiledDatapath): Record<SlotKind, Map
     for (let i = 0; i < 16; i++) addr[i] = Number((c.network128 >> BigInt(8 * (15 - i))) & 0xffn);
     ipcache.set(abi.encodeIpcacheKey(addr, c.prefixLen128).toString('hex'), abi.encodeIpcacheValue(c.classId));
   }
-  return { endpoints, policy, ipcache };
+  return { endpoints, policy, prange, ipcache };
 }
 
 /**
@@ -56,22 +59,34 @@ export function encodeCompiled(compiled: CompiledDatapath): Record<SlotKind, Map
  */
 export function applyCompiled(
   mapOf: (name: string) => BpfMap, generation: () => number, bump: () => number, compiled: CompiledDatapath,
+  cache?: SlotCache,
 ): ApplyStats {
   const want = encodeCompiled(compiled);
-  const active = generation() & 1;
+  const gen = generation();
+  const active = gen & 1;
   const next = active ^ 1;
+  // What this process last wrote to each slot, valid while the generation is the one it left:
+  // saves reading both slots back from the kernel (an LPM trie is walked key by key).
+  const cached = cache && cache.generation === gen ? cache.slots : [undefined, undefined];
   const read = (kind: SlotKind, slot: number): Map<string, Buffer> => {
+    const known = cached[slot]?.[kind];
+    if (known) return known;
     const out = new Map<string, Buffer>();
     for (const [k, v] of mapOf(abi.slotMapName(kind, slot)).entries()) out.set(k.toString('hex'), v);
     return out;
   };
   const same = (a: Map<string, Buffer>, b: Map<string, Buffer>): boolean =>
     a.size === b.size && [...a].every(([k, v]) => b.get(k)?.equals(v));
-  if (SLOT_KINDS.every((kind) => same(want[kind], read(kind, active)))) {
+  const activeState = { endpoints: read('endpoints', active), policy: read('policy', active), prange: read('prange', active), ipcache: read('ipcache', active) };
+  if (SLOT_KINDS.every((kind) => same(want[kind], activeState[kind]))) {
+    if (cache) {
+      cache.generation = gen;
+      cache.slots[active] = activeState;
+    }
     return { endpointsWritten: 0, endpointsDeleted: 0, policyWritten: 0, policyDeleted: 0 };
   }
-  const written = { endpoints: 0, policy: 0, ipcache: 0 };
-  const deleted = { endpoints: 0, policy: 0, ipcache: 0 };
+  const written = { endpoints: 0, policy: 0, prange: 0, ipcache: 0 };
+  const deleted = { endpoints: 0, policy: 0, prange: 0, ipcache: 0 };
   for (const kind of SLOT_KINDS) {
     const map = mapOf(abi.slotMapName(kind, next));
     const have = read(kind, next);
@@ -84,13 +99,24 @@ export function applyCompiled(
       written[kind]++;
     }
   }
-  bump(); // the flip: from here on every packet is judged from the new slot
+  const flipped = bump(); // the flip: from here on every packet is judged from the new slot
+  if (cache) {
+    cache.generation = flipped;
+    cache.slots[active] = activeState;
+    cache.slots[next] = want;
+  }
   return {
     endpointsWritten: written.endpoints,
     endpointsDeleted: deleted.endpoints,
-    policyWritten: written.policy + written.ipcache,
-    policyDeleted: deleted.policy + deleted.ipcache,
+    policyWritten: written.policy + written.prange + written.ipcache,
+    policyDeleted: deleted.policy + deleted.prange + deleted.ipcache,
   };
+}
+
+/** What a process last wrote to each slot (hex key -> value per kind), and the generation it left. */
+export interface SlotCache {
+  generation: number;
+  slots: [Record<SlotKind, Map<string, Buffer>> | undefined, Record<SlotKind, Map<string, Buffer>> | undefined];
 }
 
 export interface ApplyStats {
@@ -102,6 +128,8 @@ export interface ApplyStats {
 
 export class Datapath {
   private closed = false;
+  /** slot contents this process wrote; used only while the generation is the one it left */
+  private readonly slotCache: SlotCache = { generation: -1, slots: [undefined, undefined] };
 
   private constructor(
     readonly pinRoot: string,
@@ -194,7 +222,7 @@ export class Datapath {
    * written when the active slot already holds `compiled`.
    */
   apply(compiled: CompiledDatapath): ApplyStats {
-    return applyCompiled((name) => this.map(name as MapName), () => this.generation(), () => this.bumpGeneration(), compiled);
+    return applyCompiled((name) => this.map(name as MapName), () => this.generation(), () => this.bumpGeneration(), compiled, this.slotCache);
   }
 
   /** The map of one kind of policy state in one slot. */

@@ -2,10 +2,11 @@
 //
 // Design (see docs/datapath.md): every distinct (namespace, namespace labels, pod labels, named
 // container ports) gets a label-set identity, every prefix an ipBlock names a CIDR class. A policy
-// selects identities and classes, never addresses, so the map that answers "may identity A talk
-// to peer B on port P" is an LPM trie keyed (subject identity, direction, peer identity / class /
-// ANY, protocol, port block): the datapath does at most one class lookup and three policy lookups
-// per new flow, however many policies and pods there are. Every entry carries the best rule (in
+// selects identities and classes, never addresses, so the maps that answer "may identity A talk
+// to peer B on port P" are keyed (subject identity, direction, peer identity / class / ANY,
+// protocol, port or port block): a hash for exact ports, whole protocols and rules without ports,
+// an LPM trie for range blocks. The datapath makes a bounded number of lookups per new flow,
+// however many policies and pods there are. Every entry carries the best rule (in
 // the reference evaluator's order) of every entry covering it, so the datapath names the rule the
 // reference names. Addresses map to identities in the endpoint map.
 import { ClusterStateError, type ClusterSnapshot } from '../datastore/cluster.js';
@@ -379,7 +380,9 @@ export function compilePolicy(cluster: ClusterSnapshot, placed: readonly PlacedP
       : g.peer >= FIRST_CIDR_CLASS
         ? (ingress ? EndpointFlag.CIDR_RULES_INGRESS : EndpointFlag.CIDR_RULES_EGRESS)
         : (ingress ? EndpointFlag.PEER_RULES_INGRESS : EndpointFlag.PEER_RULES_EGRESS);
-    endpointFlags.set(g.identity, (endpointFlags.get(g.identity) ?? 0) | flag);
+    const ranges = [...own.values()].some((r) => r.proto !== 0 && r.bits > 0 && r.bits < 16)
+      ? (ingress ? EndpointFlag.RANGE_RULES_INGRESS : EndpointFlag.RANGE_RULES_EGRESS) : 0;
+    endpointFlags.set(g.identity, (endpointFlags.get(g.identity) ?? 0) | flag | ranges);
   }
 
   // 6. endpoints: every address of every placed pod

@@ -18,8 +18,11 @@ test('ipToKey16 / key16ToIp: IPv4 as ::ffff:a.b.c.d, IPv6 compressed', () => {
 test('map codecs round-trip', () => {
   const ep = { id: 7, identity: 300, ifindex: 12, flags: abi.EndpointFlag.LOCAL | abi.EndpointFlag.AUDIT };
   assert.deepEqual(abi.decodeEndpoint(abi.encodeEndpoint(ep)), ep);
-  const pk = { identity: 300, peer: 2, port: 8080, portBits: 12, proto: abi.Proto.TCP, direction: abi.Direction.INGRESS };
+  const pk = { identity: 300, peer: 2, port: 8080, portBits: 16, proto: abi.Proto.TCP, direction: abi.Direction.INGRESS };
   assert.deepEqual(abi.decodePolicyKey(abi.encodePolicyKey(pk)), pk);
+  const rk = { identity: 300, peer: 1 << 24, port: 8080, portBits: 12, proto: abi.Proto.SCTP, direction: abi.Direction.EGRESS };
+  assert.deepEqual(abi.decodePortRangeKey(abi.encodePortRangeKey(rk)), rk);
+  assert.throws(() => abi.encodePolicyKey(rk), /belongs in weir_prange/);
   const ck = { saddr: '10.0.0.1', daddr: 'fd00::2', sport: 1, dport: 65535, proto: abi.Proto.UDP };
   assert.deepEqual(abi.decodeCtKey(abi.encodeCtKey(ck)), ck);
   assert.equal(abi.encodeCtKey(ck).length, abi.Layouts.ctKey.size);

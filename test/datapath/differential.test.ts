@@ -142,7 +142,7 @@ test('apply writes only the inactive slot, and flips the generation after its la
     const stats = applyCompiled(spy, () => dp.generation(), flip, compilePolicy(cluster, placed, new IdAllocator()));
     assert.ok(stats.endpointsWritten > 0);
     const next = (gen0 + 1) & 1;
-    const inactive = new Set(['endpoints', 'policy', 'ipcache'].map((k) => abi.slotMapName(k as 'policy', next)));
+    const inactive = new Set((['endpoints', 'policy', 'prange', 'ipcache'] as const).map((k) => abi.slotMapName(k, next)));
     assert.equal(log.at(-1), 'flip', 'the generation is written last');
     assert.equal(log.filter((l) => l === 'flip').length, 1);
     for (const l of log.slice(0, -1)) assert.ok(inactive.has(l), `wrote ${l}, which is in the active slot`);

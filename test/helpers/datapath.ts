@@ -125,7 +125,7 @@ export class TestDatapath {
   }
 
   /** One slot's map of the policy state (weir_abi.h: WEIR_SLOTS). */
-  slotMap(kind: 'endpoints' | 'policy' | 'ipcache', slot: number): BpfMap {
+  slotMap(kind: abi.SlotKind, slot: number): BpfMap {
     return this.map(abi.slotMapName(kind, slot));
   }
 
