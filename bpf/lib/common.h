@@ -83,6 +83,24 @@ WEIR_PRANGE_MAP(weir_prange_v1_1);
 WEIR_IPCACHE_MAP(weir_ipcache_v1_0);
 WEIR_IPCACHE_MAP(weir_ipcache_v1_1);
 
+/* Grace-period barrier for user space, never used by the programs: updating an element of a
+ * map-in-map makes the kernel wait (synchronize_rcu) until every BPF program that was running has
+ * returned. Datapath.apply stores weir_config_v1 (an array of one struct weir_config, the inner
+ * map shape below) in weir_sync_v1[0] before it rewrites the inactive slot, so no packet that
+ * read an earlier generation can still be looking into that slot. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__array(values, struct {
+		__uint(type, BPF_MAP_TYPE_ARRAY);
+		__uint(max_entries, 1);
+		__uint(key_size, sizeof(__u32));
+		__uint(value_size, sizeof(struct weir_config));
+	}); /* last: a flexible array */
+} weir_sync_v1 SEC(".maps");
+
 /* A lookup in the slot of generation gen (two call sites, so the verifier sees each map as a
  * constant). */
 #define WEIR_SLOT_LOOKUP(map, gen, key)                                                            \

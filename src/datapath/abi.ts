@@ -147,6 +147,8 @@ export const MapName = {
   prange1: 'weir_prange_v1_1',
   ipcache: 'weir_ipcache_v1_0',
   ipcache1: 'weir_ipcache_v1_1',
+  /** array-of-maps whose update is user space's RCU grace-period barrier (never read by programs) */
+  sync: 'weir_sync_v1',
   ct: 'weir_ct_v2',
   denyRateLimit: 'weir_deny_rl_v2',
   config: 'weir_config_v1',

@@ -59,7 +59,7 @@ export function encodeCompiled(compiled: CompiledDatapath): Record<SlotKind, Map
  */
 export function applyCompiled(
   mapOf: (name: string) => BpfMap, generation: () => number, bump: () => number, compiled: CompiledDatapath,
-  cache?: SlotCache,
+  cache?: SlotCache, barrier?: () => void,
 ): ApplyStats {
   const want = encodeCompiled(compiled);
   const gen = generation();
@@ -85,6 +85,9 @@ export function applyCompiled(
     }
     return { endpointsWritten: 0, endpointsDeleted: 0, policyWritten: 0, policyDeleted: 0 };
   }
+  // Packets that read an earlier generation may still be judging from the slot about to be
+  // rewritten: wait until every program running now has returned (an RCU grace period).
+  barrier?.();
   const written = { endpoints: 0, policy: 0, prange: 0, ipcache: 0 };
   const deleted = { endpoints: 0, policy: 0, prange: 0, ipcache: 0 };
   for (const kind of SLOT_KINDS) {
@@ -111,6 +114,13 @@ export function applyCompiled(
     policyWritten: written.policy + written.prange + written.ipcache,
     policyDeleted: deleted.policy + deleted.prange + deleted.ipcache,
   };
+}
+
+/** The grace-period barrier behind Datapath.waitForPrograms(), for anything holding the maps. */
+export function waitForPrograms(mapOf: (name: string) => BpfMap): void {
+  const fd = Buffer.alloc(4);
+  fd.writeUInt32LE(mapOf(MAPS.config).fd);
+  mapOf(MAPS.sync).update(abi.encodeIndexKey(0), fd);
 }
 
 /** What a process last wrote to each slot (hex key -> value per kind), and the generation it left. */
@@ -216,13 +226,20 @@ export class Datapath {
   /**
    * Programs the policy state to exactly `compiled`, atomically: the endpoints, policy keys and
    * CIDR classes live in two slots and the programs judge each packet from the slot of the
-   * generation they read (its parity). The inactive slot is brought to `compiled` completely,
-   * then one write of the generation flips every map at once; that bump also invalidates every
-   * deny verdict cached under the old generation (docs/datapath.md: atomic updates). Nothing is
-   * written when the active slot already holds `compiled`.
+   * generation they read (its parity). After a grace-period barrier (no program still uses the
+   * inactive slot), the inactive slot is brought to `compiled` completely, then one write of the
+   * generation flips every map at once; that bump also invalidates every deny verdict cached
+   * under the old generation (docs/datapath.md: atomic updates). Nothing is written when the
+   * active slot already holds `compiled`.
    */
   apply(compiled: CompiledDatapath): ApplyStats {
-    return applyCompiled((name) => this.map(name as MapName), () => this.generation(), () => this.bumpGeneration(), compiled, this.slotCache);
+    return applyCompiled((name) => this.map(name as MapName), () => this.generation(), () => this.bumpGeneration(), compiled, this.slotCache, () => this.waitForPrograms());
+  }
+
+  /** Returns once every Weir program that was running when it was called has returned: updating
+   * a map-in-map element makes the kernel wait for an RCU grace period (weir_sync_v1). */
+  waitForPrograms(): void {
+    waitForPrograms((name) => this.map(name as MapName));
   }
 
   /** The map of one kind of policy state in one slot. */

@@ -116,7 +116,7 @@ test(`BPF programs give the reference verdict and attribution on random policy s
   }
 });
 
-test('apply writes only the inactive slot, and flips the generation after its last write', async () => {
+test('apply waits for running programs, writes only the inactive slot, and flips the generation after its last write', async () => {
   requireBpf();
   const dp = await TestDatapath.load();
   try {
@@ -139,17 +139,20 @@ test('apply writes only the inactive slot, and flips the generation after its la
     };
     const gen0 = dp.generation();
     const flip = () => { log.push('flip'); return dp.bumpGeneration(); };
-    const stats = applyCompiled(spy, () => dp.generation(), flip, compilePolicy(cluster, placed, new IdAllocator()));
+    const { waitForPrograms } = await import('../../src/datapath/datapath.js');
+    const barrier = () => { log.push('barrier'); waitForPrograms((name) => dp.map(name)); };
+    const stats = applyCompiled(spy, () => dp.generation(), flip, compilePolicy(cluster, placed, new IdAllocator()), undefined, barrier);
     assert.ok(stats.endpointsWritten > 0);
     const next = (gen0 + 1) & 1;
     const inactive = new Set((['endpoints', 'policy', 'prange', 'ipcache'] as const).map((k) => abi.slotMapName(k, next)));
+    assert.equal(log[0], 'barrier', 'no program still uses the inactive slot when its rewrite starts');
     assert.equal(log.at(-1), 'flip', 'the generation is written last');
     assert.equal(log.filter((l) => l === 'flip').length, 1);
-    for (const l of log.slice(0, -1)) assert.ok(inactive.has(l), `wrote ${l}, which is in the active slot`);
+    for (const l of log.slice(1, -1)) assert.ok(inactive.has(l), `wrote ${l}, which is in the active slot`);
     assert.equal(dp.generation() & 1, next, 'the filled slot is now in force');
     // the same state again: nothing to write, no flip
     log.length = 0;
-    applyCompiled(spy, () => dp.generation(), flip, compilePolicy(cluster, placed, new IdAllocator()));
+    applyCompiled(spy, () => dp.generation(), flip, compilePolicy(cluster, placed, new IdAllocator()), undefined, barrier);
     assert.deepEqual(log, []);
   } finally {
     dp.close();
