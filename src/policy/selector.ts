@@ -3,8 +3,9 @@
 import type { LabelSelector, Labels } from '../datastore/objects.js';
 
 export function matchesSelector(selector: LabelSelector, labels: Labels): boolean {
-  for (const [key, value] of Object.entries(selector.matchLabels)) {
-    if (labels[key] !== value) return false;
+  // for-in, not Object.entries: this runs for every (policy, identity) pair the compiler checks
+  for (const key in selector.matchLabels) {
+    if (labels[key] !== selector.matchLabels[key]) return false;
   }
   for (const req of selector.matchExpressions) {
     const has = Object.prototype.hasOwnProperty.call(labels, req.key);
