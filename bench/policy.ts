@@ -132,7 +132,8 @@ export async function benchPolicy(opts: Options): Promise<Metrics> {
     for (const count of POLICY_COUNTS) {
       const policies = Array.from({ length: count }, (_, j) => policy(j));
       const ms = compileApply(policies);
-      const keys = [...dp.map(abi.MapName.policy).keys()].length;
+      // the active copy of the (double-buffered) policy state
+      const keys = [...dp.slotMap('policy', dp.generation() & 1).keys()].length;
       console.log(`${String(count).padStart(6)} policies: compiled and applied in ${ms.toFixed(0)} ms (${keys} policy keys)`);
       if (count === 10_000) metrics.compile_apply_10k_s = round(ms / 1000, 3);
 
