@@ -116,7 +116,10 @@ struct weir_ip_key {
 #define WEIR_EP_LOCAL (1u << 0)            /* a pod on this node: its veth carries our programs */
 #define WEIR_EP_ISOLATED_INGRESS (1u << 1) /* some policy selects it for ingress */
 #define WEIR_EP_ISOLATED_EGRESS (1u << 2)  /* some policy selects it for egress */
-#define WEIR_EP_AUDIT (1u << 3)            /* endpoint in audit mode: denials pass, verdict AUDIT */
+/* Audit mode per direction: a default deny passes with verdict AUDIT. Set for a pod (or namespace)
+ * in audit mode, or where only audit-mode policies isolate the pod in that direction. */
+#define WEIR_EP_AUDIT_INGRESS (1u << 3)
+#define WEIR_EP_AUDIT_EGRESS (1u << 12)
 /* Summary of the identity's rules, so the datapath skips lookups that cannot hit: */
 #define WEIR_EP_PEER_RULES_INGRESS (1u << 4) /* some ingress key names a peer identity */
 #define WEIR_EP_ANY_RULES_INGRESS (1u << 5)  /* some ingress key has peer WEIR_ID_ANY */
@@ -126,6 +129,7 @@ struct weir_ip_key {
 #define WEIR_EP_CIDR_RULES_EGRESS (1u << 9)
 #define WEIR_EP_RANGE_RULES_INGRESS (1u << 10) /* some ingress key is a port-range block */
 #define WEIR_EP_RANGE_RULES_EGRESS (1u << 11)
+/* (bit 12: WEIR_EP_AUDIT_EGRESS, above) */
 
 struct weir_endpoint {
 	__u32 id;       /* endpoint id, stable for the endpoint's life, 0 = none */

@@ -121,7 +121,7 @@ static __always_inline void weir_policy_decide(__u32 gen, const struct weir_endp
 		d->verdict = WEIR_VERDICT_ALLOW;
 		return;
 	}
-	if (ep->flags & WEIR_EP_AUDIT) {
+	if (ep->flags & (direction == WEIR_DIR_INGRESS ? WEIR_EP_AUDIT_INGRESS : WEIR_EP_AUDIT_EGRESS)) {
 		/* audit mode: the flow passes, but every record says it would have been denied */
 		d->reason = WEIR_R_AUDIT;
 		d->verdict = WEIR_VERDICT_AUDIT;

@@ -101,7 +101,7 @@ export const EndpointFlag = {
   LOCAL: 1 << 0,
   ISOLATED_INGRESS: 1 << 1,
   ISOLATED_EGRESS: 1 << 2,
-  AUDIT: 1 << 3,
+  AUDIT_INGRESS: 1 << 3,
   PEER_RULES_INGRESS: 1 << 4,
   ANY_RULES_INGRESS: 1 << 5,
   PEER_RULES_EGRESS: 1 << 6,
@@ -110,6 +110,7 @@ export const EndpointFlag = {
   CIDR_RULES_EGRESS: 1 << 9,
   RANGE_RULES_INGRESS: 1 << 10,
   RANGE_RULES_EGRESS: 1 << 11,
+  AUDIT_EGRESS: 1 << 12,
 } as const;
 
 /** The policy state is kept in two slots; generation parity selects the one in force. */

@@ -32,6 +32,7 @@ export interface Namespace {
   readonly name: string;
   /** Includes kubernetes.io/metadata.name, as the API server sets it. */
   readonly labels: Labels;
+  readonly annotations?: Labels;
 }
 
 export interface Pod {
@@ -39,6 +40,7 @@ export interface Pod {
   readonly namespace: string;
   readonly name: string;
   readonly labels: Labels;
+  readonly annotations?: Labels;
   readonly ports: readonly ContainerPort[];
   /** From status.podIP / status.podIPs when given; otherwise the lab assigns addresses. */
   readonly ips: readonly string[];
@@ -101,4 +103,15 @@ export function objectKey(obj: KubeObject): string {
 /** How errors and logs name an object: `NetworkPolicy x/deny-all`. */
 export function describeObject(obj: { kind: string; namespace?: string; name: string }): string {
   return obj.namespace ? `${obj.kind} ${obj.namespace}/${obj.name}` : `${obj.kind} ${obj.name}`;
+}
+
+/**
+ * Audit mode, for rolling policy out safely: `policy.weir.dev/audit: "true"` on a NetworkPolicy
+ * makes its isolation report instead of drop (traffic it would deny passes with verdict audit);
+ * on a Pod or Namespace it does that for every policy of those pods.
+ */
+export const AUDIT_ANNOTATION = 'policy.weir.dev/audit';
+
+export function inAuditMode(obj: { readonly annotations?: Labels } | undefined): boolean {
+  return obj?.annotations?.[AUDIT_ANNOTATION] === 'true';
 }

@@ -2,6 +2,7 @@
 // normalization into the models of objects.ts. Field paths in errors follow kubectl's style
 // (spec.ingress[0].ports[1].port) so users can find the line at once.
 import { z } from 'zod';
+import { AUDIT_ANNOTATION } from './objects.js';
 import type {
   ContainerPort, LabelSelector, Namespace, NetworkPolicy, Pod, PolicyPeer, PolicyPort, PolicyRule,
   PolicyType,
@@ -55,11 +56,17 @@ const labelSelector = z.strictObject({
   matchExpressions: z.array(selectorRequirement).optional(),
 });
 
-const metadata = z.looseObject({
-  name: z.string({ error: 'is required' }),
+/** An object's metadata, with `name` checked by the kind's own rule. */
+const metadata = (name: z.ZodType<string>) => z.looseObject({
+  name,
   namespace: dnsLabel.optional(),
   labels: labelMap.nullish(),
   annotations: z.record(z.string(), z.string()).nullish(),
+}).superRefine((m, ctx) => {
+  const audit = m.annotations?.[AUDIT_ANNOTATION];
+  if (audit !== undefined && audit !== 'true' && audit !== 'false') {
+    ctx.addIssue({ code: 'custom', path: ['annotations', AUDIT_ANNOTATION], message: 'must be "true" or "false"' });
+  }
 });
 
 // IANA_SVC_NAME, as the API server checks port names: 1-15 characters [a-z0-9-], at least one
@@ -129,7 +136,7 @@ const egressRule = z.strictObject({ to: z.array(policyPeer).nullish(), ports: z.
 export const networkPolicySchema = z.looseObject({
   apiVersion: z.literal('networking.k8s.io/v1', { error: 'must be networking.k8s.io/v1' }),
   kind: z.literal('NetworkPolicy'),
-  metadata: metadata.extend({ name: dnsSubdomain }),
+  metadata: metadata(dnsSubdomain),
   spec: z.strictObject({
     podSelector: labelSelector,
     policyTypes: z.array(z.enum(['Ingress', 'Egress'], { error: 'must be Ingress or Egress' })).optional(),
@@ -149,7 +156,7 @@ const ipAddress = z.string().refine((s) => isIP(s) !== 0, { error: 'must be an I
 export const podSchema = z.looseObject({
   apiVersion: z.literal('v1', { error: 'must be v1' }),
   kind: z.literal('Pod'),
-  metadata: metadata.extend({ name: dnsSubdomain }),
+  metadata: metadata(dnsSubdomain),
   spec: z.looseObject({
     containers: z.array(z.looseObject({
       name: z.string().optional(),
@@ -174,7 +181,7 @@ export const podSchema = z.looseObject({
 export const namespaceSchema = z.looseObject({
   apiVersion: z.literal('v1', { error: 'must be v1' }),
   kind: z.literal('Namespace'),
-  metadata: metadata.extend({ name: dnsLabel }),
+  metadata: metadata(dnsLabel),
 });
 
 function toSelector(raw: z.infer<typeof labelSelector>): LabelSelector {
@@ -235,6 +242,7 @@ export function normalizePod(raw: z.infer<typeof podSchema>, defaultNamespace: s
     namespace: raw.metadata.namespace ?? defaultNamespace,
     name: raw.metadata.name,
     labels: { ...(raw.metadata.labels ?? {}) },
+    ...annotationsOf(raw.metadata),
     ports,
     ips: [...ips],
   };
@@ -246,5 +254,11 @@ export function normalizeNamespace(raw: z.infer<typeof namespaceSchema>): Namesp
     kind: 'Namespace',
     name: raw.metadata.name,
     labels: { ...(raw.metadata.labels ?? {}), 'kubernetes.io/metadata.name': raw.metadata.name },
+    ...annotationsOf(raw.metadata),
   };
+}
+
+/** Pods and namespaces carry annotations only when they have some (most have none). */
+function annotationsOf(meta: { annotations?: Record<string, string> | null }): { annotations?: Record<string, string> } {
+  return meta.annotations && Object.keys(meta.annotations).length > 0 ? { annotations: { ...meta.annotations } } : {};
 }

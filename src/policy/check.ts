@@ -119,7 +119,7 @@ export function checkPolicies(opts: PolicyCheckOptions): PolicyCheckResult {
       const f = `${from.namespace}/${from.name}`;
       const t = `${to.namespace}/${to.name}`;
       const e = evaluate(cluster, placement, { src: ipOf(f), dst: ipOf(t), protocol, dstPort: port });
-      return { from: f, to: t, connected: e.verdict === 'allow', egress: e.egress, ingress: e.ingress };
+      return { from: f, to: t, connected: e.verdict !== 'deny', egress: e.egress, ingress: e.ingress };
     })),
   }));
 

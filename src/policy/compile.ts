@@ -10,7 +10,7 @@
 // the reference evaluator's order) of every entry covering it, so the datapath names the rule the
 // reference names. Addresses map to identities in the endpoint map.
 import { ClusterStateError, type ClusterSnapshot } from '../datastore/cluster.js';
-import { describeObject } from '../datastore/objects.js';
+import { describeObject, inAuditMode } from '../datastore/objects.js';
 import type { ContainerPort, IpBlock, L4Protocol, Labels, NetworkPolicy, Pod, PolicyPeer, PolicyType } from '../datastore/objects.js';
 import { parseCidr, type ParsedCidr } from '../datastore/cidr.js';
 import { matchesSelector } from './selector.js';
@@ -116,9 +116,9 @@ interface Identity {
   readonly ports: readonly ContainerPort[];
 }
 
-const DIRECTIONS: readonly { type: PolicyType; dir: 0 | 1; rules: 'ingress' | 'egress'; flag: number }[] = [
-  { type: 'Ingress', dir: 0, rules: 'ingress', flag: EP_ISOLATED_INGRESS },
-  { type: 'Egress', dir: 1, rules: 'egress', flag: EP_ISOLATED_EGRESS },
+const DIRECTIONS: readonly { type: PolicyType; dir: 0 | 1; rules: 'ingress' | 'egress'; flag: number; audit: number }[] = [
+  { type: 'Ingress', dir: 0, rules: 'ingress', flag: EP_ISOLATED_INGRESS, audit: EndpointFlag.AUDIT_INGRESS },
+  { type: 'Egress', dir: 1, rules: 'egress', flag: EP_ISOLATED_EGRESS, audit: EndpointFlag.AUDIT_EGRESS },
 ];
 
 /** Identities grouped by namespace, so a policy only looks at the namespaces it can select: with
@@ -318,14 +318,27 @@ export function compilePolicy(cluster: ClusterSnapshot, placed: readonly PlacedP
     if (!g) groups.set(gk, (g = { identity, direction, peer, raw: [] }));
     g.raw.push(r);
   };
+  const selects = (pol: NetworkPolicy) => byNamespace.inNamespace(pol.namespace).filter((s) => matchesSelector(pol.podSelector, s.podLabels));
+  // Audit mode: an audit-mode policy must never change what is enforced. Where an enforcing
+  // policy isolates a pod in a direction, audit-mode policies add nothing there (their allows
+  // would open what enforcement closes); where only audit-mode policies isolate it, they are
+  // compiled as usual and the direction is flagged AUDIT, so what they would deny passes with
+  // verdict audit.
+  const enforced = new Set<string>();
+  for (const pol of policies) {
+    if (inAuditMode(pol)) continue;
+    for (const s of selects(pol)) for (const { type, dir } of DIRECTIONS) if (pol.policyTypes.includes(type)) enforced.add(`${s.id}|${dir}`);
+  }
   let rank = 0;
   for (const pol of policies) {
-    const subjects = byNamespace.inNamespace(pol.namespace).filter((s) => matchesSelector(pol.podSelector, s.podLabels));
-    for (const { type, dir, rules, flag } of DIRECTIONS) {
+    const audit = inAuditMode(pol);
+    const selected = selects(pol);
+    for (const { type, dir, rules, flag, audit: auditFlag } of DIRECTIONS) {
       if (!pol.policyTypes.includes(type)) {
         rank += pol[rules].length; // keeps ranks a pure function of the order
         continue;
       }
+      const subjects = audit ? selected.filter((s) => !enforced.has(`${s.id}|${dir}`)) : selected;
       pol[rules].forEach((rule, index) => {
         const ruleRank = rank++;
         if (subjects.length === 0) return;
@@ -372,7 +385,7 @@ export function compilePolicy(cluster: ClusterSnapshot, placed: readonly PlacedP
           }
         }
       });
-      for (const s of subjects) endpointFlags.set(s.id, (endpointFlags.get(s.id) ?? 0) | flag);
+      for (const s of subjects) endpointFlags.set(s.id, (endpointFlags.get(s.id) ?? 0) | flag | (audit ? auditFlag : 0));
     }
   }
 
@@ -423,7 +436,10 @@ export function compilePolicy(cluster: ClusterSnapshot, placed: readonly PlacedP
   for (const { pod, ips, ifindex } of placed) {
     const key = `${pod.namespace}/${pod.name}`;
     const identity = podIdentity.get(key)!;
-    const entry: EndpointEntry = { key, id: ids.endpoint(key), identity, ifindex, flags: EP_LOCAL | (endpointFlags.get(identity) ?? 0) };
+    // A pod, or a whole namespace, in audit mode: whatever its policies would deny passes as audit.
+    const podAudit = inAuditMode(pod) || inAuditMode(cluster.namespaces.get(pod.namespace))
+      ? EndpointFlag.AUDIT_INGRESS | EndpointFlag.AUDIT_EGRESS : 0;
+    const entry: EndpointEntry = { key, id: ids.endpoint(key), identity, ifindex, flags: EP_LOCAL | podAudit | (endpointFlags.get(identity) ?? 0) };
     for (const ip of ips) endpoints.set(ip, entry);
   }
 

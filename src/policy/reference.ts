@@ -27,6 +27,7 @@
 import type { ClusterSnapshot } from '../datastore/cluster.js';
 import { cidrContainsIp, parseCidr, parseIp } from '../datastore/cidr.js';
 import type { L4Protocol, NetworkPolicy, Pod, PolicyPeer, PolicyPort, PolicyType } from '../datastore/objects.js';
+import { inAuditMode } from '../datastore/objects.js';
 import { matchesSelector } from './selector.js';
 
 export type PacketProtocol = L4Protocol | 'ICMP' | 'ICMPv6';
@@ -68,10 +69,14 @@ export type Decision =
   | { readonly verdict: 'allow'; readonly reason: 'node'; readonly pod: string }
   | { readonly verdict: 'allow'; readonly reason: 'policy'; readonly pod: string; readonly rule: RuleRef }
   /** isolated and no rule allowed it; `policies` ("namespace/name", sorted) select the pod in this direction */
-  | { readonly verdict: 'deny'; readonly reason: 'default-deny'; readonly pod: string; readonly policies: readonly string[] };
+  | { readonly verdict: 'deny'; readonly reason: 'default-deny'; readonly pod: string; readonly policies: readonly string[] }
+  /** the same, but in audit mode (the pod, its namespace, or every policy isolating it this way
+   * is in audit mode): the traffic passes, reported as what would have been denied */
+  | { readonly verdict: 'audit'; readonly reason: 'audit'; readonly pod: string; readonly policies: readonly string[] };
 
 export interface Evaluation {
-  readonly verdict: 'allow' | 'deny';
+  /** deny if either side denies; audit if either side only audits; else allow */
+  readonly verdict: 'allow' | 'deny' | 'audit';
   readonly egress: Decision;
   readonly ingress: Decision;
 }
@@ -138,10 +143,14 @@ function decide(
   cluster: ClusterSnapshot, subject: Endpoint, direction: PolicyType, packet: Packet,
   other: { ip: string; who: Endpoint | undefined }, dstPod: Endpoint | undefined,
 ): Decision {
-  const selecting = [...cluster.policies.values()]
+  const all = [...cluster.policies.values()]
     .filter((p) => p.namespace === subject.pod.namespace && p.policyTypes.includes(direction) && matchesSelector(p.podSelector, subject.pod.labels))
     .sort((a, b) => comparePolicyKeys(policyKey(a), policyKey(b)));
-  if (selecting.length === 0) return { verdict: 'allow', reason: 'not-isolated', pod: subject.key };
+  if (all.length === 0) return { verdict: 'allow', reason: 'not-isolated', pod: subject.key };
+  // Audit-mode policies never change what is enforced: where an enforcing policy isolates the
+  // pod they are ignored; where only they isolate it, they decide, but a denial only reports.
+  const enforcing = all.filter((p) => !inAuditMode(p));
+  const selecting = enforcing.length > 0 ? enforcing : all;
   for (const policy of selecting) {
     const rules = direction === 'Ingress' ? policy.ingress : policy.egress;
     for (let index = 0; index < rules.length; index++) {
@@ -151,7 +160,11 @@ function decide(
       if (peerOk && portOk) return { verdict: 'allow', reason: 'policy', pod: subject.key, rule: { policy: policyKey(policy), direction, index } };
     }
   }
-  return { verdict: 'deny', reason: 'default-deny', pod: subject.key, policies: selecting.map(policyKey) };
+  const policies = selecting.map(policyKey);
+  if (enforcing.length === 0 || inAuditMode(subject.pod) || inAuditMode(cluster.namespaces.get(subject.pod.namespace))) {
+    return { verdict: 'audit', reason: 'audit', pod: subject.key, policies };
+  }
+  return { verdict: 'deny', reason: 'default-deny', pod: subject.key, policies };
 }
 
 const NOT_APPLICABLE: Decision = { verdict: 'allow', reason: 'not-applicable' };
@@ -183,7 +196,9 @@ export function evaluate(cluster: ClusterSnapshot, placement: Placement, packet:
         : decide(cluster, dst, 'Ingress', packet, { ip: packet.src, who: src }, dst);
     }
   }
-  return { verdict: egress.verdict === 'allow' && ingress.verdict === 'allow' ? 'allow' : 'deny', egress, ingress };
+  const verdict = egress.verdict === 'deny' || ingress.verdict === 'deny' ? 'deny'
+    : egress.verdict === 'audit' || ingress.verdict === 'audit' ? 'audit' : 'allow';
+  return { verdict, egress, ingress };
 }
 
 /** One line, for tables and test failures: `allow (x/p ingress[0])`, `deny (default; selected by x/a, x/b)`. */
@@ -195,5 +210,6 @@ export function formatDecision(d: Decision): string {
     case 'node': return `allow (${d.pod} and its node)`;
     case 'policy': return `allow (${d.rule.policy} ${d.rule.direction.toLowerCase()}[${d.rule.index}])`;
     case 'default-deny': return `deny (no rule allowed it; ${d.pod} selected by ${d.policies.join(', ')})`;
+    case 'audit': return `audit (would be denied: no rule allowed it; ${d.pod} selected by ${d.policies.join(', ')})`;
   }
 }

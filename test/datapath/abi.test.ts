@@ -16,7 +16,7 @@ test('ipToKey16 / key16ToIp: IPv4 as ::ffff:a.b.c.d, IPv6 compressed', () => {
 });
 
 test('map codecs round-trip', () => {
-  const ep = { id: 7, identity: 300, ifindex: 12, flags: abi.EndpointFlag.LOCAL | abi.EndpointFlag.AUDIT };
+  const ep = { id: 7, identity: 300, ifindex: 12, flags: abi.EndpointFlag.LOCAL | abi.EndpointFlag.AUDIT_INGRESS };
   assert.deepEqual(abi.decodeEndpoint(abi.encodeEndpoint(ep)), ep);
   const pk = { identity: 300, peer: 2, port: 8080, portBits: 16, proto: abi.Proto.TCP, direction: abi.Direction.INGRESS };
   assert.deepEqual(abi.decodePolicyKey(abi.encodePolicyKey(pk)), pk);

@@ -60,7 +60,7 @@ test(`BPF programs give the reference verdict and attribution on random policy s
     let runs = 0;
     let attributed = 0;
     let fragments = 0;
-    const verdicts = { allow: 0, deny: 0 };
+    const verdicts = { allow: 0, deny: 0, audit: 0 };
     const protocols: Record<string, number> = {};
     for (let round = 0; round < ROUNDS; round++) {
       const objects = randomCluster(g, round);
@@ -96,7 +96,7 @@ test(`BPF programs give the reference verdict and attribution on random policy s
           const rc = dp.run(prog, data);
           runs++;
           const recs = TestDatapath.flows(dp.drain());
-          const allowed = d.verdict === 'allow';
+          const allowed = d.verdict !== 'deny'; // audit passes
           if (rc !== (allowed ? TC_ACT_OK : TC_ACT_SHOT)) fail(`${prog} returned ${rc}, reference says ${d.verdict}`);
           if (fragment) {
             fragments++;
@@ -107,6 +107,9 @@ test(`BPF programs give the reference verdict and attribution on random policy s
           const named = ruleName(prog === 'fromPod' ? rec!.egressRuleId : rec!.ingressRuleId);
           if (named !== refRule(d)) fail(`${prog} named rule "${named}", reference "${refRule(d)}"`);
           if (!allowed && abi.reasonName(rec!.reason) !== 'DENY_DEFAULT') fail(`${prog} deny reason ${abi.reasonName(rec!.reason)}`);
+          // audit: passes, and the record says it would have been denied
+          if ((d.verdict === 'audit') !== (abi.verdictName(rec!.verdict) === 'AUDIT')) fail(`${prog} record verdict ${abi.verdictName(rec!.verdict)}, reference ${d.verdict}`);
+          if (d.verdict === 'audit' && abi.reasonName(rec!.reason) !== 'AUDIT') fail(`${prog} audit reason ${abi.reasonName(rec!.reason)}`);
           if (named) attributed++;
           return allowed;
         };
@@ -114,8 +117,8 @@ test(`BPF programs give the reference verdict and attribution on random policy s
         let passed = true;
         if (src && src.key !== 'node') passed = hook('fromPod', want.egress);
         if (passed && dst && dst.key !== 'node') passed = hook('toPod', want.ingress);
-        verdicts[passed ? 'allow' : 'deny']++;
-        if ((passed ? 'allow' : 'deny') !== want.verdict) fail(`datapath ${passed ? 'allows' : 'denies'}, reference ${want.verdict}s`);
+        verdicts[!passed ? 'deny' : want.verdict === 'audit' ? 'audit' : 'allow']++;
+        if (passed !== (want.verdict !== 'deny')) fail(`datapath ${passed ? 'passes' : 'drops'} it, reference verdict ${want.verdict}`);
       }
     }
     t.diagnostic(`${cases} cases, ${runs} program runs, verdicts ${JSON.stringify(verdicts)}, ${attributed} rule attributions, ${fragments} later-fragment runs, protocols ${JSON.stringify(protocols)}`);

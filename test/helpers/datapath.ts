@@ -172,7 +172,7 @@ export class TestDatapath {
     let flags = spec.local === false ? 0 : abi.EndpointFlag.LOCAL;
     if (spec.isolate === 'ingress' || spec.isolate === 'both') flags |= abi.EndpointFlag.ISOLATED_INGRESS;
     if (spec.isolate === 'egress' || spec.isolate === 'both') flags |= abi.EndpointFlag.ISOLATED_EGRESS;
-    if (spec.audit) flags |= abi.EndpointFlag.AUDIT;
+    if (spec.audit) flags |= abi.EndpointFlag.AUDIT_INGRESS | abi.EndpointFlag.AUDIT_EGRESS;
     this.writePod(ip, { id: spec.id, identity: spec.identity, ifindex: spec.ifindex ?? 0, flags });
   }
 

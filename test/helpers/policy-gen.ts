@@ -8,6 +8,7 @@
 // ports, ipBlock with except (IPv4 and IPv6, pod addresses inside blocks too), empty peers/ports,
 // TCP/UDP/SCTP/ICMP packets to and from pods, the node and world addresses.
 import { parseCidr, parseIp } from '../../src/datastore/cidr.js';
+import { AUDIT_ANNOTATION } from '../../src/datastore/objects.js';
 import type { ContainerPort, IpBlock, KubeObject, L4Protocol, LabelSelector, NetworkPolicy, Pod, PolicyPeer, PolicyPort, PolicyRule, PolicyType } from '../../src/datastore/objects.js';
 import type { CompiledDatapath, EndpointEntry, PolicyEntry } from '../../src/policy/compile.js';
 import type { Packet, PacketProtocol } from '../../src/policy/reference.js';
@@ -127,19 +128,24 @@ function randomContainerPorts(g: Gen): ContainerPort[] {
   return out;
 }
 
+/** Audit mode on an object, now and then (policies, pods and namespaces all take it). */
+function auditMaybe(g: Gen, chance: number): { annotations?: Record<string, string> } {
+  return g.chance(chance) ? { annotations: { [AUDIT_ANNOTATION]: 'true' } } : {};
+}
+
 export function randomCluster(g: Gen, round: number): KubeObject[] {
   const objects: KubeObject[] = [];
   let n = 1;
   for (const ns of NAMESPACES) {
-    objects.push({ kind: 'Namespace', name: ns, labels: { ...randomLabels(g), 'kubernetes.io/metadata.name': ns } });
+    objects.push({ kind: 'Namespace', name: ns, labels: { ...randomLabels(g), 'kubernetes.io/metadata.name': ns }, ...auditMaybe(g, 0.1) });
     for (let i = 0; i < g.int(1, 3); i++, n++) {
-      objects.push({ kind: 'Pod', namespace: ns, name: `p${i}`, labels: randomLabels(g), ports: randomContainerPorts(g), ips: [`10.9.0.${n}`, `fd09::${n}`] } satisfies Pod);
+      objects.push({ kind: 'Pod', namespace: ns, name: `p${i}`, labels: randomLabels(g), ports: randomContainerPorts(g), ips: [`10.9.0.${n}`, `fd09::${n}`], ...auditMaybe(g, 0.05) } satisfies Pod);
     }
   }
   for (let i = 0; i < g.int(1, 5); i++) {
     const policyTypes = g.pick<PolicyType[]>([['Ingress'], ['Egress'], ['Ingress', 'Egress']]);
     const policy: NetworkPolicy = {
-      kind: 'NetworkPolicy', namespace: g.pick(NAMESPACES), name: `r${round}-p${i}`, annotations: {},
+      kind: 'NetworkPolicy', namespace: g.pick(NAMESPACES), name: `r${round}-p${i}`, annotations: auditMaybe(g, 0.15).annotations ?? {},
       podSelector: g.chance(0.5) ? { matchLabels: {}, matchExpressions: [] } : randomSelector(g),
       policyTypes,
       ingress: Array.from({ length: g.int(0, 3) }, () => randomRule(g, 'Ingress')),
@@ -173,11 +179,15 @@ export const PROTO: Record<PacketProtocol, number> = { TCP: Proto.TCP, UDP: Prot
 /** One side's decision as the datapath makes it: allowed or not, and the rule named (0 = none). */
 export interface ModelDecision {
   readonly allow: boolean;
+  /** passed only because of audit mode (no rule allowed it) */
+  readonly audit?: boolean;
   readonly ruleId: number;
 }
 
 export interface ModelVerdict {
   readonly allow: boolean;
+  /** allowed, but some side only because of audit mode */
+  readonly audit?: boolean;
   /** undefined: that hook polices nobody (not a local pod, or a pod to itself) */
   readonly egress?: ModelDecision;
   readonly ingress?: ModelDecision;
@@ -251,7 +261,10 @@ export class DatapathModel {
       if (cls) add(this.lpm(ep.identity, direction, cls, proto, dport));
     }
     if (ep.flags & (ingress ? EndpointFlag.ANY_RULES_INGRESS : EndpointFlag.ANY_RULES_EGRESS)) add(this.lpm(ep.identity, direction, Identity.ANY, proto, dport));
-    if (hits.length === 0) return { allow: false, ruleId: 0 };
+    if (hits.length === 0) {
+      // audit mode in this direction: what would be denied passes, reported as audit
+      return ep.flags & (ingress ? EndpointFlag.AUDIT_INGRESS : EndpointFlag.AUDIT_EGRESS) ? { allow: true, audit: true, ruleId: 0 } : { allow: false, ruleId: 0 };
+    }
     hits.sort((a, b) => a.rank - b.rank);
     return { allow: true, ruleId: hits[0]!.ruleId };
   }
@@ -267,7 +280,9 @@ export class DatapathModel {
     // FROM_POD polices the source's egress; TO_POD the destination's ingress.
     const egress = src ? this.decide(src, 1, identityOf(p.dst), p.dst, proto, dport) : undefined;
     const ingress = dst && (!egress || egress.allow) ? this.decide(dst, 0, identityOf(p.src), p.src, proto, dport) : undefined;
-    return { allow: (egress?.allow ?? true) && (ingress?.allow ?? true), ...(egress ? { egress } : {}), ...(ingress ? { ingress } : {}) };
+    const allow = (egress?.allow ?? true) && (ingress?.allow ?? true);
+    const audit = allow && (!!egress?.audit || !!ingress?.audit);
+    return { allow, ...(audit ? { audit } : {}), ...(egress ? { egress } : {}), ...(ingress ? { ingress } : {}) };
   }
 }
 

@@ -243,3 +243,28 @@ test('CLI: probe -o json prints exactly one JSON object; status works; down twic
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('audit mode: traffic a policy would deny passes, reported as audit; removing the annotation enforces it', async () => {
+  await withLab('e', async (lab, file) => {
+    const observer = FlowObserver.forLab(lab);
+    const flows: FlowView[] = [];
+    observer.onFlow((f) => flows.push(f));
+    observer.start();
+    try {
+      const audited = DENY_B.replace('metadata: {name: deny-b, namespace: x}', 'metadata: {name: deny-b, namespace: x, annotations: {policy.weir.dev/audit: "true"}}');
+      await lab.apply([file('audit.yaml', audited)]);
+      assert.equal(connected(await probeLab(lab.snapshot, { port: 80, protocol: 'TCP', timeoutMs: 1500 }), 'x/a', 'x/b'), true, 'audit mode lets it pass');
+      observer.drain();
+      const a = lab.snapshot.pods['x/a']!;
+      const rec = flows.find((f) => f.type === 'flow-start' && f.verdict === 'audit' && f.src?.ip === a.ipv4 && f.dst?.name === 'x/b');
+      assert.ok(rec, `an audit record (got ${flows.map((f) => `${f.type}/${f.verdict}`).join(' ')})`);
+      assert.equal(rec.reason, 'AUDIT');
+      assert.equal(rec.policy, 'audit: default deny would drop it (ingress) (isolated by x/deny-b)');
+
+      await lab.apply([file('enforce.yaml', DENY_B)]); // the same policy, annotation gone
+      assert.equal(connected(await probeLab(lab.snapshot, { port: 80, protocol: 'TCP', timeoutMs: 1500 }), 'x/a', 'x/b'), false, 'enforced now');
+    } finally {
+      observer.close();
+    }
+  });
+});

@@ -34,7 +34,7 @@ test(`compiled policy with the datapath's lookup gives the reference verdict and
   const g = gen(rng(SEED));
   let cases = 0;
   let attributed = 0;
-  const verdicts = { allow: 0, deny: 0 };
+  const verdicts = { allow: 0, deny: 0, audit: 0 };
   for (let round = 0; round < ROUNDS; round++) {
     const objects = randomCluster(g, round);
     const cluster = new ClusterState(objects);
@@ -47,7 +47,7 @@ test(`compiled policy with the datapath's lookup gives the reference verdict and
       const packet = randomPacket(g, pods);
       const want = evaluate(cluster, placement, packet, { nodeIps: NODE_IPS });
       const got = model.judge(packet);
-      const verdict = got.allow ? 'allow' : 'deny';
+      const verdict = !got.allow ? 'deny' : got.audit ? 'audit' : 'allow';
       verdicts[verdict]++;
       const fail = (what: string) => assert.fail(`seed ${SEED} round ${round} case ${i}: ${what}\n`
         + `packet ${JSON.stringify(packet)}\nreference ${JSON.stringify(want)}\nmodel ${JSON.stringify(got)}\n`

@@ -35,6 +35,13 @@ spec: {containers: [{name: c}]}
 status: {podIPs: [{ip: 10.244.0.3}, {ip: "fd00::3"}]}
 `;
 
+// Namespace y again, now in audit mode (a later document replaces the earlier one).
+const BASE_AUDIT_NS = `
+apiVersion: v1
+kind: Namespace
+metadata: {name: y, annotations: {policy.weir.dev/audit: "true"}}
+`;
+
 function build(extra: string, ids = new IdAllocator()): { out: CompiledDatapath; ids: IdAllocator; id: (ip: string) => number } {
   const problems: ManifestProblem[] = [];
   const objects = parseManifestText(BASE + '---\n' + extra, 't.yaml', problems);
@@ -243,4 +250,39 @@ spec:
   assert.deepEqual(ports(w2, 0), [`${Identity.ANY}:9090`]);
   // egress to any peer on "http": per destination identity that has it
   assert.deepEqual(ports(id('10.244.0.1'), 1), [`${w1}:8080`, `${w2}:9090`].sort());
+});
+
+test('audit mode: audit-only isolation is flagged AUDIT; an enforcing policy in the same direction ignores audit policies', () => {
+  const { out, id } = build(`
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: audit-deny, namespace: x, annotations: {policy.weir.dev/audit: "true"}}
+spec:
+  podSelector: {}
+  policyTypes: [Ingress, Egress]
+  egress: [{ports: [{port: 53, protocol: UDP}]}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: enforce-b, namespace: x}
+spec: {podSelector: {matchLabels: {app: b}}, policyTypes: [Ingress]}
+`);
+  const a = out.endpoints.get('10.244.0.1')!;
+  const b = out.endpoints.get('10.244.0.2')!;
+  // x/a: isolated both ways by the audit policy alone -> both directions audit; its egress rule compiled
+  assert.equal(a.flags & (EP_ISOLATED_INGRESS | EP_ISOLATED_EGRESS | EndpointFlag.AUDIT_INGRESS | EndpointFlag.AUDIT_EGRESS),
+    EP_ISOLATED_INGRESS | EP_ISOLATED_EGRESS | EndpointFlag.AUDIT_INGRESS | EndpointFlag.AUDIT_EGRESS);
+  assert.ok([...out.policy.values()].some((e) => e.identity === id('10.244.0.1') && e.direction === 1 && e.port === 53));
+  // x/b: ingress enforced by enforce-b (no audit there), egress audit-only
+  assert.equal(b.flags & EndpointFlag.AUDIT_INGRESS, 0);
+  assert.equal(b.flags & EndpointFlag.AUDIT_EGRESS, EndpointFlag.AUDIT_EGRESS);
+  assert.ok(b.flags & EP_ISOLATED_INGRESS);
+  // y/a is untouched
+  assert.equal(out.endpoints.get('10.244.0.3')!.flags, EP_LOCAL);
+});
+
+test('audit mode on a namespace or a pod flags its endpoints both ways', () => {
+  const { out } = build(BASE_AUDIT_NS);
+  assert.equal(out.endpoints.get('10.244.0.3')!.flags & (EndpointFlag.AUDIT_INGRESS | EndpointFlag.AUDIT_EGRESS), EndpointFlag.AUDIT_INGRESS | EndpointFlag.AUDIT_EGRESS);
+  assert.equal(out.endpoints.get('10.244.0.1')!.flags & (EndpointFlag.AUDIT_INGRESS | EndpointFlag.AUDIT_EGRESS), 0);
 });
