@@ -3,6 +3,7 @@
 // datastore adds as the API server does), each holding pods a, b, c labelled pod=<name>, every pod
 // serving TCP and UDP on ports 80 and 81. Also: manifests for policies, and upstream's Reachability
 // truth tables (a default, then exceptions) as matrices that formatProbeTable prints.
+import { cidrContainsIp, parseCidr, parseIp } from '../../src/datastore/cidr.js';
 import type { L4Protocol } from '../../src/datastore/objects.js';
 import { formatProbeTable, type ProbeReport } from '../../src/lab/probe.js';
 
@@ -157,3 +158,42 @@ export function sideBySide(columns: readonly { title: string; text: string }[]):
 }
 
 export const formatMatrix = (port: number, protocol: L4Protocol, m: Matrix): string => formatProbeTable(matrixReport(port, protocol, m));
+
+// ---- CIDRs from the lab's own pod addresses (ipBlock scenarios) ----------------------------------
+
+function ipOrThrow(ip: string): { family: 4 | 6; value: bigint } {
+  const p = parseIp(ip);
+  if (!p) throw new Error(`not an IP address: ${ip}`);
+  return p;
+}
+
+function formatIp(family: 4 | 6, value: bigint): string {
+  if (family === 4) return [24n, 16n, 8n, 0n].map((s) => ((value >> s) & 255n).toString()).join('.');
+  const groups: string[] = [];
+  for (let i = 7; i >= 0; i--) groups.push(((value >> BigInt(i * 16)) & 0xffffn).toString(16));
+  return groups.join(':');
+}
+
+/** The block holding exactly this address: "ip/32" or "ip/128". */
+export const hostCidr = (ip: string): string => `${ip}/${ipOrThrow(ip).family === 4 ? 32 : 128}`;
+
+/** The smallest CIDR (written as its network) holding every address given; all of one family. */
+export function coveringCidr(ips: readonly string[]): string {
+  const parsed = ips.map(ipOrThrow);
+  const family = parsed[0]?.family;
+  if (family === undefined || parsed.some((p) => p.family !== family)) throw new Error(`coveringCidr: ${ips.join(', ')}: one family, at least one address`);
+  const bits = family === 4 ? 32 : 128;
+  for (let prefix = bits; prefix >= 0; prefix--) {
+    const shift = BigInt(bits - prefix);
+    const net = parsed[0]!.value >> shift;
+    if (parsed.every((p) => p.value >> shift === net)) return `${formatIp(family, net << shift)}/${prefix}`;
+  }
+  throw new Error('unreachable: /0 holds every address of its family');
+}
+
+/** Does `cidr` hold `ip` (same family, inside the prefix)? */
+export function cidrHolds(cidr: string, ip: string): boolean {
+  const c = parseCidr(cidr);
+  if (!c) throw new Error(`not a CIDR: ${cidr}`);
+  return cidrContainsIp(c, ipOrThrow(ip));
+}

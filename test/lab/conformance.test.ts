@@ -9,19 +9,14 @@
 // truth table written here in upstream's Reachability style, and the reference evaluator
 // (src/policy/reference.ts) run over the lab's own objects and addresses.
 //
-// Upstream scenarios not here, waiting for the datapath (the lab refuses these policies, see
-// checkDatapathSupport in src/policy/compile.ts):
-// - named ports: "should allow ingress access on one named port", "should allow ingress access from
-//   namespace on one named port", "should allow egress access on one named port";
-// - ipBlock: "should allow egress access to server in CIDR block", "should enforce except clause
-//   while egress access to server in CIDR block", "should ensure an IP overlapping both
-//   IPBlock.CIDR and IPBlock.Except is allowed";
-// - endPort (port ranges): no upstream netpol scenario today; test/policy/reference.test.ts has
-//   Weir's own, for the lab once ranges are enforced.
+// Named ports (the model's pods name their container ports serve-<port>-<tcp|udp>, as upstream's
+// do), ipBlock (CIDRs built from the lab's own pod addresses, so nothing depends on allocation
+// order) and endPort ranges are here too.
+//
 // SCTP scenarios (the SCTP copies of default-deny-ingress, Ports and PodSelector+NamespaceSelector,
 // and "should not mistakenly treat 'protocol: SCTP' as 'protocol: TCP'" / "should properly isolate
 // pods that are selected by a policy allowing SCTP") need SCTP sockets this kernel lacks: they are
-// BPF_PROG_TEST_RUN tests elsewhere, not lab tests.
+// BPF_PROG_TEST_RUN tests in test/datapath, not lab tests.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -33,7 +28,8 @@ import { formatProbeTable, probeLab } from '../../src/lab/probe.js';
 import { labPinRoot } from '../../src/lab/state.js';
 import { evaluate, formatDecision } from '../../src/policy/reference.js';
 import {
-  ALL_PODS, Reachability, differingPairs, formatMatrix, modelManifest, pairKey, policy, policyManifest, sideBySide,
+  ALL_PODS, Reachability, cidrHolds, coveringCidr, differingPairs, formatMatrix, hostCidr, modelManifest, pairKey, policy,
+  policyManifest, sideBySide,
   type Matrix, type ModelOptions, type PolicyDoc,
 } from './conformance-model.js';
 
@@ -146,6 +142,23 @@ async function expectMatrices(step: string, ...checks: Check[]): Promise<void> {
     ].join('\n'));
   });
   if (failures.length > 0) assert.fail(`\n${failures.join('\n\n')}`);
+}
+
+/** A pod's address in the lab (the ipBlock scenarios build their CIDRs from these, so they do
+ * not depend on the order addresses were allocated in). */
+function addr(key: string, family: 4 | 6 = 4): string {
+  const p = theLab().snapshot.pods[key];
+  const ip = family === 6 ? p?.ipv6 : p?.ipv4;
+  assert.ok(ip, `pod ${key} has no IPv${family} address in the lab`);
+  return ip;
+}
+
+/** The smallest CIDR around these pods' addresses, and "ip/32" ("ip/128") of every other pod of
+ * the model that falls inside it, for `except`: the block then holds exactly these pods. */
+function blockOf(keys: readonly string[], family: 4 | 6): { cidr: string; except?: string[] } {
+  const cidr = coveringCidr(keys.map((k) => addr(k, family)));
+  const others = ALL_PODS.filter((k) => !keys.includes(k) && cidrHolds(cidr, addr(k, family))).map((k) => hostCidr(addr(k, family)));
+  return others.length > 0 ? { cidr, except: others } : { cidr };
 }
 
 /** Runs a scenario, then removes every policy it left and undoes its relabelling. */
@@ -518,5 +531,145 @@ describe('conformance: upstream network-policy e2e scenarios in weir lab', () =>
     await applyPolicies(policy('y', 'deny-a', { podSelector: pod({ pod: 'a' }), policyTypes: ['Ingress', 'Egress'] }));
     const want = allowAll().expectAllIngress('y/a', false).expectAllEgress('y/a', false);
     await expectMatrices('only y/a isolated; x/a and z/a untouched', tcp80(want), udp80(want));
+  }));
+
+  // ---- named ports: the model's pods name their container ports serve-<port>-<tcp|udp> ----------
+
+  it('should allow ingress access on one named port', () => scenario(async () => {
+    await applyPolicies(policy('x', 'allow-all', { podSelector: {}, policyTypes: ['Ingress'], ingress: [{ ports: [{ port: 'serve-81-tcp' }] }] }));
+    const closedX = allowAll().expectPeer({}, { namespace: 'x' }, false);
+    await expectMatrices('x: ingress on serve-81-tcp only', tcp81(allowAll()), tcp80(closedX), udp81(closedX), tcp81(allowAll(), 6));
+  }));
+
+  it('should allow ingress access from namespace on one named port', () => scenario(async () => {
+    await applyPolicies(policy('x', 'allow-client-a-via-ns-selector-80', {
+      podSelector: pod({ pod: 'a' }), policyTypes: ['Ingress'],
+      ingress: [{ from: [{ namespaceSelector: ns({ ns: 'y' }) }], ports: [{ port: 'serve-80-tcp', protocol: 'TCP' }] }],
+    }));
+    const open80 = allowAll().expectPeer({ namespace: 'x' }, { namespace: 'x', pod: 'a' }, false).expectPeer({ namespace: 'z' }, { namespace: 'x', pod: 'a' }, false);
+    const closed = allowAll().expectAllIngress('x/a', false);
+    await expectMatrices('x/a from ns=y on serve-80-tcp', tcp80(open80), tcp81(closed), udp80(closed), tcp80(open80, 6));
+  }));
+
+  it('should allow egress access on one named port', () => scenario(async () => {
+    await applyPolicies(policy('x', 'allow-egress', { podSelector: {}, policyTypes: ['Egress'], egress: [{ ports: [{ port: 'serve-80-tcp' }] }] }));
+    const closedX = allowAll().expectPeer({ namespace: 'x' }, {}, false);
+    await expectMatrices('x: egress to serve-80-tcp only', tcp80(allowAll()), tcp81(closedX), udp80(closedX), tcp80(allowAll(), 6));
+  }));
+
+  it('a named port whose protocol does not match allows nothing (ingress and egress)', () => scenario(async () => {
+    await applyPolicies(
+      // serve-80-tcp is a TCP port: as UDP it names no port of x/a; serve-81-udp as UDP does
+      policy('x', 'named-port-protocol', {
+        podSelector: pod({ pod: 'a' }), policyTypes: ['Ingress'],
+        ingress: [{ ports: [{ port: 'serve-80-tcp', protocol: 'UDP' }, { port: 'serve-81-udp', protocol: 'UDP' }] }],
+      }),
+      // resolved per destination pod: serve-81-udp as TCP matches nothing, serve-80-udp as UDP does
+      policy('y', 'named-port-protocol-egress', {
+        podSelector: pod({ pod: 'b' }), policyTypes: ['Egress'],
+        egress: [{ to: [{ namespaceSelector: {} }], ports: [{ port: 'serve-81-udp', protocol: 'TCP' }, { port: 'serve-80-udp', protocol: 'UDP' }] }],
+      }),
+    );
+    await expectMatrices('x/a: UDP serve-81-udp only; y/b: UDP serve-80-udp only',
+      tcp80(allowAll().expectAllIngress('x/a', false).expectAllEgress('y/b', false)),
+      udp80(allowAll().expectAllIngress('x/a', false)),
+      udp81(allowAll().expectAllEgress('y/b', false)),
+      tcp81(allowAll().expectAllIngress('x/a', false).expectAllEgress('y/b', false)));
+  }));
+
+  // ---- ipBlock: CIDRs built from the lab's pod addresses; ipBlocks match pod addresses too -------
+
+  it('should allow egress access to server in CIDR block (y/b/32 and y/b/128)', () => scenario(async () => {
+    await applyPolicies(policy('x', 'allow-client-a-via-cidr-egress-rule', {
+      podSelector: pod({ pod: 'a' }), policyTypes: ['Egress'],
+      egress: [{ to: [{ ipBlock: { cidr: hostCidr(addr('y/b')) } }, { ipBlock: { cidr: hostCidr(addr('y/b', 6)) } }] }],
+    }));
+    const want = allowAll().expectAllEgress('x/a', false).expect('x/a', 'y/b', true);
+    await expectMatrices('x/a egress to y/b by address only', tcp80(want), udp81(want), tcp80(want, 6));
+  }));
+
+  it('should enforce except clause while egress access to server in CIDR block', () => scenario(async () => {
+    // as upstream: x/a's address with /4 (host bits set, as the API server accepts), except x/b;
+    // and the same over IPv6 with /48
+    await applyPolicies(policy('x', 'deny-client-a-via-except-cidr-egress-rule', {
+      podSelector: pod({ pod: 'a' }), policyTypes: ['Egress'],
+      egress: [{
+        to: [
+          { ipBlock: { cidr: `${addr('x/a')}/4`, except: [hostCidr(addr('x/b'))] } },
+          { ipBlock: { cidr: `${addr('x/a', 6)}/48`, except: [hostCidr(addr('x/b', 6))] } },
+        ],
+      }],
+    }));
+    const want = allowAll().expect('x/a', 'x/b', false);
+    await expectMatrices('x/a egress to every pod but x/b', tcp80(want), udp80(want), tcp80(want, 6));
+  }));
+
+  it('should ensure an IP overlapping both IPBlock.CIDR and IPBlock.Except is allowed', () => scenario(async () => {
+    const name = 'allow-client-a-via-cidr-egress-rule';
+    await applyPolicies(policy('x', name, {
+      podSelector: pod({ pod: 'a' }), policyTypes: ['Egress'],
+      egress: [{ to: [{ ipBlock: { cidr: `${addr('x/a')}/4`, except: [hostCidr(addr('x/b'))] } }] }],
+    }));
+    await expectMatrices('x/b in the except', tcp80(allowAll().expect('x/a', 'x/b', false)));
+    // the same policy updated: x/b's address is now the allowed CIDR itself
+    await applyPolicies(policy('x', name, {
+      podSelector: pod({ pod: 'a' }), policyTypes: ['Egress'],
+      egress: [{ to: [{ ipBlock: { cidr: hostCidr(addr('x/b')) } }] }],
+    }));
+    await expectMatrices('updated: x/b/32 allowed', tcp80(allowAll().expectAllEgress('x/a', false).expect('x/a', 'x/b', true)));
+  }));
+
+  it('ingress from an ipBlock with except: the pods\' network minus one pod, per family', () => scenario(async () => {
+    await applyPolicies(policy('x', 'allow-pod-network-except', {
+      podSelector: pod({ pod: 'a' }), policyTypes: ['Ingress'],
+      ingress: [{
+        from: [
+          { ipBlock: { cidr: coveringCidr(ALL_PODS.map((k) => addr(k))), except: [hostCidr(addr('y/b'))] } },
+          { ipBlock: { cidr: coveringCidr(ALL_PODS.map((k) => addr(k, 6))), except: [hostCidr(addr('z/c', 6))] } },
+        ],
+      }],
+    }));
+    await expectMatrices('x/a from every pod but y/b (IPv4) and z/c (IPv6)',
+      tcp80(allowAll().expect('y/b', 'x/a', false)),
+      udp81(allowAll().expect('y/b', 'x/a', false)),
+      tcp80(allowAll().expect('z/c', 'x/a', false), 6));
+  }));
+
+  it('ingress from a CIDR holding some pods\' addresses (z\'s), or from pod=b', () => scenario(async () => {
+    const z = ALL_PODS.filter((k) => k.startsWith('z/'));
+    await applyPolicies(policy('x', 'allow-from-z-block', {
+      podSelector: pod({ pod: 'a' }), policyTypes: ['Ingress'],
+      ingress: [{ from: [{ ipBlock: blockOf(z, 4) }, { ipBlock: blockOf(z, 6) }, { podSelector: pod({ pod: 'b' }) }] }],
+    }));
+    const want = allowAll().expectAllIngress('x/a', false).expectPeer({ namespace: 'z' }, { namespace: 'x', pod: 'a' }, true).expect('x/b', 'x/a', true);
+    await expectMatrices('x/a from z\'s block or x/b', tcp80(want), udp80(want), tcp81(want, 6));
+  }));
+
+  // ---- endPort: port ranges ---------------------------------------------------------------------
+
+  it('endPort: a range 80-81 allows both ports', () => scenario(async () => {
+    await applyPolicies(policy('x', 'allow-ns-y-80-81', {
+      podSelector: pod({ pod: 'a' }), policyTypes: ['Ingress'],
+      ingress: [{ from: [{ namespaceSelector: ns({ ns: 'y' }) }], ports: [{ port: 80, endPort: 81, protocol: 'TCP' }] }],
+    }));
+    const openY = allowAll().expectPeer({ namespace: 'x' }, { namespace: 'x', pod: 'a' }, false).expectPeer({ namespace: 'z' }, { namespace: 'x', pod: 'a' }, false);
+    const closed = allowAll().expectAllIngress('x/a', false);
+    await expectMatrices('x/a from ns=y on TCP 80-81', tcp80(openY), tcp81(openY), udp80(closed), tcp81(openY, 6));
+  }));
+
+  it('endPort: ranges that exclude 81 (egress TCP 1-80, ingress TCP 81-1000) or start at it (UDP 81-90)', () => scenario(async () => {
+    await applyPolicies(
+      policy('x', 'egress-ranges', {
+        podSelector: {}, policyTypes: ['Egress'],
+        egress: [{ ports: [{ port: 1, endPort: 80, protocol: 'TCP' }, { port: 81, endPort: 90, protocol: 'UDP' }] }],
+      }),
+      policy('y', 'ingress-range', { podSelector: pod({ pod: 'b' }), policyTypes: ['Ingress'], ingress: [{ ports: [{ port: 81, endPort: 1000, protocol: 'TCP' }] }] }),
+    );
+    await expectMatrices('x sends TCP 1-80 and UDP 81-90; y/b accepts TCP 81-1000',
+      tcp80(allowAll().expectAllIngress('y/b', false)),
+      tcp81(allowAll().expectPeer({ namespace: 'x' }, {}, false)),
+      udp80(allowAll().expectPeer({ namespace: 'x' }, {}, false).expectAllIngress('y/b', false)),
+      udp81(allowAll().expectAllIngress('y/b', false)),
+      tcp81(allowAll().expectPeer({ namespace: 'x' }, {}, false), 6));
   }));
 });
