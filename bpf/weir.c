@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /* Weir's tc programs. Each is a thin entry that names its hook; the logic is in lib/. */
 #include "lib/datapath.h"
+#include "lib/explain.h"
 
 /* Host side of a pod veth, tc ingress: packets the pod sends (the pod's egress). */
 SEC("tc")
@@ -39,6 +40,15 @@ int weir_ct_gc(struct __sk_buff *skb)
 
 	bpf_for_each_map_elem(&weir_ct_v2, weir_ct_gc_one, &g, 0);
 	return g.deleted;
+}
+
+/* `weir policy explain`: the egress and ingress decisions the pod hooks would make for a packet,
+ * reported in cb[] with no side effect (lib/explain.h). Not attached anywhere; user space runs it
+ * with BPF_PROG_TEST_RUN on a crafted packet. */
+SEC("tc")
+int weir_policy_explain(struct __sk_buff *skb)
+{
+	return weir_explain(skb);
 }
 
 /* BTF anchors: never called, hence never loaded, but their signatures make clang emit BTF for the

@@ -11,6 +11,8 @@ import { observeLab } from '../flows/observe.js';
 import { runDemo } from './demo.js';
 import { explainBpfFailure } from '../datapath/privileges.js';
 import { checkPolicies, formatCheck } from '../policy/check.js';
+import { explainLab, formatExplanation } from '../policy/explain.js';
+import { requirePrivileges } from '../datapath/privileges.js';
 import { formatProblem, ManifestError } from '../datastore/manifest.js';
 import { ClusterStateError } from '../datastore/cluster.js';
 
@@ -124,7 +126,7 @@ export function buildCli(): Command {
       console.log(wasUp ? `lab "${o.name}" is down` : `lab "${o.name}" was not up; nothing left behind`);
     });
 
-  const policy = program.command('policy').description('NetworkPolicy tools that need no cluster and no privileges');
+  const policy = program.command('policy').description('NetworkPolicy tools: check works offline with no privileges; explain asks a running lab');
   policy.command('check').description('validate manifests offline (every error with its field path); with pods, print who may talk to whom per port')
     .addOption(new Option('-f, --filename <file...>', 'Kubernetes YAML files (NetworkPolicy, Namespace, Pod)').makeOptionMandatory())
     .option('--pods <file...>', 'Pod manifests (status.podIP used when given, else addresses as the lab assigns them)')
@@ -154,6 +156,21 @@ export function buildCli(): Command {
         return;
       }
       console.log(o.output === 'json' ? JSON.stringify(result) : formatCheck(result));
+    });
+
+  policy.command('explain').description('in the lab: the verdict of one flow and the policies/rules that decide it, from the reference evaluator and from the datapath, side by side')
+    .requiredOption('--from <ns/pod>', 'the sending pod', podRef)
+    .requiredOption('--to <ns/pod>', 'the receiving pod', podRef)
+    .requiredOption('--port <port>', 'destination port', portNumber)
+    .addOption(new Option('--protocol <protocol>', 'protocol').choices(['TCP', 'UDP', 'SCTP']).default('TCP'))
+    .option('-6, --ipv6', 'the pods\' IPv6 addresses')
+    .addOption(new Option('-o, --output <format>', 'output format').choices(['table', 'json']).default('table'))
+    .addOption(labName())
+    .action((o: { from: string; to: string; port: number; protocol: 'TCP' | 'UDP' | 'SCTP'; ipv6?: boolean; output: string; name: string }) => {
+      const state = readLabState(o.name);
+      requirePrivileges('weir policy explain');
+      const e = explainLab(state, { from: o.from, to: o.to, port: o.port, protocol: o.protocol, family: o.ipv6 ? 6 : 4 });
+      console.log(o.output === 'json' ? JSON.stringify(e) : formatExplanation(e));
     });
 
   program.command('demo').description('bring up a small lab, send allowed and denied traffic, show the flows, tear down')

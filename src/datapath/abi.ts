@@ -165,6 +165,8 @@ export const ProgramName = {
   fromHostDev: 'weir_from_host_dev',
   toHostDev: 'weir_to_host_dev',
   ctGc: 'weir_ct_gc',
+  /** never attached: `weir policy explain` test-runs it (bpf/lib/explain.h) */
+  policyExplain: 'weir_policy_explain',
 } as const;
 
 /** The name of a numeric enum value, or `UNKNOWN(<n>)` for values this build does not know. */

@@ -22,7 +22,8 @@ type MapName = (typeof MAPS)[keyof typeof MAPS];
 export const TC_PRIORITY = 1;
 export const TC_HANDLE = 0x5745; // "WE"
 
-const programPin = (root: string, name: string) => path.join(root, `prog_${name}`);
+/** Where a program is pinned under a pin root. */
+export const programPin = (root: string, name: string) => path.join(root, `prog_${name}`);
 const mapPin = (root: string, name: string) => path.join(root, name);
 
 type SlotKind = abi.SlotKind;
