@@ -112,13 +112,57 @@ function probeTcp(ip: string, port: number, timeoutMs: number): Promise<ProbeRes
 }
 
 /**
+ * UDP probes take their source ports in turn from this range instead of the kernel's random pick,
+ * so a probe never reuses the 5-tuple of a recent one: the datapath remembers an allowed UDP flow
+ * (60 s), and a reused tuple would be answered by conntrack, not by the policy in force now, which
+ * is what a probe asks about. (TCP needs nothing: a closed connection's tuple is judged afresh.)
+ */
+const UDP_SOURCE_FIRST = 20_000;
+const UDP_SOURCE_COUNT = 10_000;
+let nextUdpSource = UDP_SOURCE_FIRST + (process.pid % UDP_SOURCE_COUNT);
+
+function takeUdpSourcePort(): number {
+  const port = nextUdpSource;
+  nextUdpSource = UDP_SOURCE_FIRST + ((port - UDP_SOURCE_FIRST + 1) % UDP_SOURCE_COUNT);
+  return port;
+}
+
+/** Binds to the next source port of the range, skipping ports in use. */
+function bindUdpSource(sock: dgram.Socket, attempts = 8): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onError = (err: Error): void => {
+      if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE' && attempts > 1) {
+        bindUdpSource(sock, attempts - 1).then(resolve, reject);
+      } else {
+        reject(err);
+      }
+    };
+    sock.once('error', onError);
+    sock.bind(takeUdpSourcePort(), () => {
+      sock.removeListener('error', onError);
+      resolve();
+    });
+  });
+}
+
+/**
  * Connected when a datagram carrying a fresh nonce comes back within the timeout (the target's
  * echo server). The socket is connected, so an ICMP port-unreachable ends the probe early.
  */
-function probeUdp(ip: string, port: number, timeoutMs: number): Promise<ProbeResult> {
+async function probeUdp(ip: string, port: number, timeoutMs: number): Promise<ProbeResult> {
+  const sock = dgram.createSocket(net.isIPv6(ip) ? 'udp6' : 'udp4');
+  try {
+    await bindUdpSource(sock);
+  } catch (err) {
+    try { sock.close(); } catch { /* already closed */ }
+    return { connected: false, error: errText(err as Error) };
+  }
+  return probeUdpFrom(sock, ip, port, timeoutMs);
+}
+
+function probeUdpFrom(sock: dgram.Socket, ip: string, port: number, timeoutMs: number): Promise<ProbeResult> {
   return new Promise((resolve) => {
     const payload = Buffer.from(`weir-probe ${randomBytes(8).toString('hex')}\n`);
-    const sock = dgram.createSocket(net.isIPv6(ip) ? 'udp6' : 'udp4');
     const timers: NodeJS.Timeout[] = [];
     let done = false;
     const finish = (r: ProbeResult): void => {
