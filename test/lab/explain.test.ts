@@ -52,9 +52,14 @@ spec:
     ports: [{port: 9999}]
   - from: [{podSelector: {matchLabels: {app: a}}}]
     ports: [{port: 80}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: audit-c, namespace: x, annotations: {policy.weir.dev/audit: "true"}}
+spec: {podSelector: {matchLabels: {app: c}}, policyTypes: [Ingress]}
 `;
 
-test('policy explain: reference and datapath agree on an allowed, a default-denied and a not-isolated pair; CLI', async () => {
+test('policy explain: reference and datapath agree on allowed, default-denied, audited and not-isolated pairs; CLI', async () => {
   if (process.getuid?.() !== 0) assert.fail('lab tests need root (network namespaces, BPF): run `sudo npm test`');
   const dir = mkdtempSync(path.join(os.tmpdir(), 'weir-explain-e2e-'));
   const file = path.join(dir, 'objects.yaml');
@@ -100,6 +105,13 @@ test('policy explain: reference and datapath agree on an allowed, a default-deni
     assert.equal(open.datapath.verdict, 'allow');
     assert.equal(open.datapath.egress.reason, 'not-isolated');
     assert.equal(open.datapath.ingress.reason, 'not-isolated');
+
+    // audit mode: c is isolated only by an audit-mode policy; both sides report, neither drops
+    const audited = explain('x/a', 'x/c', 80);
+    assert.equal(audited.reference.verdict, 'audit');
+    assert.equal(audited.datapath.verdict, 'audit');
+    assert.equal(audited.datapath.ingress.reason, 'audit');
+    assert.deepEqual(audited.datapath.ingress.policies, ['x/audit-c']);
 
     // a pod to itself: never reaches a hook; both say so
     assert.equal(explain('x/b', 'x/b', 80).datapath.egress.reason, 'self');
