@@ -10,9 +10,9 @@
 // the reference evaluator's order) of every entry covering it, so the datapath names the rule the
 // reference names. Addresses map to identities in the endpoint map.
 import { ClusterStateError, type ClusterSnapshot } from '../datastore/cluster.js';
-import { describeObject, inAuditMode } from '../datastore/objects.js';
-import type { ContainerPort, IpBlock, L4Protocol, Labels, NetworkPolicy, Pod, PolicyPeer, PolicyType } from '../datastore/objects.js';
-import { parseCidr, type ParsedCidr } from '../datastore/cidr.js';
+import { inAuditMode } from '../datastore/objects.js';
+import type { ContainerPort, IpBlock, L4Protocol, Labels, NetworkPolicy, Pod, PolicyPeer, PolicyRule, PolicyType } from '../datastore/objects.js';
+import { cidrContainsIp, parseCidr, parseIp, type ParsedCidr } from '../datastore/cidr.js';
 import { matchesSelector } from './selector.js';
 import { IdAllocator } from './ids.js';
 import { comparePolicyKeys } from './reference.js';
@@ -162,28 +162,16 @@ function peerMatches(peer: PolicyPeer, policy: NetworkPolicy, who: Identity): bo
   return !peer.podSelector || matchesSelector(peer.podSelector, who.podLabels);
 }
 
-const NOT_ENFORCED = "not enforced by this version's datapath; refused rather than enforced incompletely";
-
 /** What of `policy` this version's datapath cannot enforce, one message per field with kubectl's
- * path: a named port in an egress rule that also has ipBlock peers (the port depends on the
- * destination pod, the peer on its address: one key cannot say both). The datastore accepts it
- * (it is valid Kubernetes), so whoever programs the datapath must refuse a batch for which this is
+ * path ("<policy>: spec.egress[0].ports[0].port: ...: ... is not enforced by this version's
+ * datapath; refused rather than enforced incompletely"). The datastore accepts everything that is
+ * valid Kubernetes, so whoever programs the datapath must refuse a batch for which this is
  * non-empty, instead of enforcing a policy with parts silently missing. Rules of a direction the
- * policy's policyTypes leave out are ignored by Kubernetes, and so here. */
-export function unsupportedByDatapath(policy: NetworkPolicy): string[] {
-  const problems: string[] = [];
-  const who = describeObject(policy);
-  if (!policy.policyTypes.includes('Egress')) return problems;
-  policy.egress.forEach((rule, r) => {
-    const blocks = (rule.peers ?? []).map((peer, i) => (peer.ipBlock ? i : -1)).filter((i) => i >= 0);
-    if (blocks.length === 0) return;
-    (rule.ports ?? []).forEach((port, i) => {
-      if (typeof port.port === 'string') {
-        problems.push(`${who}: spec.egress[${r}].ports[${i}].port: ${JSON.stringify(port.port)}: a named port in an egress rule with ipBlock peers (spec.egress[${r}].to[${blocks[0]}].ipBlock) is ${NOT_ENFORCED}`);
-      }
-    });
-  });
-  return problems;
+ * policy's policyTypes leave out are ignored by Kubernetes, and so here. Nothing is refused at
+ * present: the last gap (a named port in an egress rule with ipBlock peers) is compiled to
+ * per-pod CIDR classes (see cidrClasses). Kept, with its call sites, for future refusals. */
+export function unsupportedByDatapath(_policy: NetworkPolicy): string[] {
+  return [];
 }
 
 /** Throws ClusterStateError listing every policy feature of `cluster` the datapath cannot enforce. */
@@ -224,11 +212,22 @@ function formatPrefix(p: Prefix128): string {
  * ⊇ P (both contain the address, so both contain its longest listed prefix). IPv4 lives at
  * ::ffff:0:0/96 in the map, where an IPv6 block such as ::/0 would also reach it: that prefix is
  * listed as an IPv4 class of its own whenever an IPv6 prefix contains it, so IPv4 addresses never
- * fall into an IPv6 class.
+ * fall into an IPv6 class. `hostAddresses` adds one prefix per address (/32, /128): the pod
+ * addresses an egress rule with ipBlock peers and named ports allows, which need a class of their
+ * own. Extra prefixes only split classes: the argument above holds for any listed set that
+ * includes every cidr and except, so which blocks match an address never changes.
  */
-function cidrClasses(policies: readonly NetworkPolicy[]): { classes: Map<string, CidrClass>; covers: (block: IpBlock) => number[] } {
+function cidrClasses(policies: readonly NetworkPolicy[], hostAddresses: Iterable<string> = []): {
+  classes: Map<string, CidrClass>; covers: (block: IpBlock) => number[]; hostClass: (ip: string) => number | undefined;
+} {
   const byKey = new Map<string, Prefix128>();
   const add = (p: Prefix128): void => { byKey.set(`${p.net}/${p.len}`, p); };
+  // Extra listed prefixes, one address each: they never change which blocks match an address
+  // (see above: exactness only needs every cidr and except to be listed), only split classes.
+  for (const ip of hostAddresses) {
+    const h = hostPrefix(ip);
+    if (h) add(h);
+  }
   for (const pol of policies) {
     for (const rule of [...pol.ingress, ...pol.egress]) {
       for (const peer of rule.peers ?? []) {
@@ -250,6 +249,12 @@ function cidrClasses(policies: readonly NetworkPolicy[]): { classes: Map<string,
     list.push(c);
     classes.set(c.cidr, { classId: c.classId, network128: c.network128, prefixLen128: c.prefixLen128, family: c.family, cidr: c.cidr });
   });
+  const byPrefix = new Map<string, number>();
+  for (const c of list) byPrefix.set(`${c.p.net}/${c.p.len}`, c.classId);
+  const hostClass = (ip: string): number | undefined => {
+    const h = hostPrefix(ip);
+    return h ? byPrefix.get(`${h.net}/${h.len}`) : undefined;
+  };
   const covers = (block: IpBlock): number[] => {
     const cidr = parseCidr(block.cidr);
     if (!cidr) return [];
@@ -259,7 +264,42 @@ function cidrClasses(policies: readonly NetworkPolicy[]): { classes: Map<string,
       .filter((c) => c.family === outer.family && prefixContains(outer, c.p) && !excepts.some((e) => prefixContains(e, c.p)))
       .map((c) => c.classId);
   };
-  return { classes, covers };
+  return { classes, covers, hostClass };
+}
+
+/** One address as a prefix of its own (/32 IPv4, /128 IPv6). */
+function hostPrefix(ip: string): Prefix128 | undefined {
+  const a = parseIp(ip);
+  if (!a) return undefined;
+  return a.family === 4 ? { net: V4_MAPPED | a.value, len: 128, family: 4 } : { net: a.value, len: 128, family: 6 };
+}
+
+/** Does `block` match address `ip` (inside cidr, outside every except), as the reference says? */
+function blockMatchesIp(block: IpBlock, ip: string): boolean {
+  const addr = parseIp(ip);
+  const cidr = parseCidr(block.cidr);
+  if (!addr || !cidr || !cidrContainsIp(cidr, addr)) return false;
+  return !block.except.some((e) => {
+    const ex = parseCidr(e);
+    return ex !== undefined && cidrContainsIp(ex, addr);
+  });
+}
+
+/** The destinations an egress rule with ipBlock peers and named ports allows through those
+ * ports: every address of a placed pod that one of the rule's blocks matches, with each port
+ * number the pod gives one of the rule's names (name and protocol), as the reference resolves a
+ * named port against the destination pod. Empty for a rule without either. */
+function blockNamedPortTargets(rule: PolicyRule, placed: readonly PlacedPod[]): { ip: string; proto: number; port: number }[] {
+  const blocks = (rule.peers ?? []).flatMap((p) => (p.ipBlock ? [p.ipBlock] : []));
+  const named = (rule.ports ?? []).filter((p) => typeof p.port === 'string');
+  if (blocks.length === 0 || named.length === 0) return [];
+  const out: { ip: string; proto: number; port: number }[] = [];
+  for (const { pod, ips } of placed) {
+    const ports = named.flatMap((n) => namedPortNumbers(pod.ports, n.port as string, n.protocol).map((port) => ({ proto: PROTO_NUMBER[n.protocol], port })));
+    if (ports.length === 0) continue;
+    for (const ip of ips) if (blocks.some((b) => blockMatchesIp(b, ip))) for (const p of ports) out.push({ ip, ...p });
+  }
+  return out;
 }
 
 // ---- ports -----------------------------------------------------------------------------------------
@@ -307,7 +347,18 @@ export function compilePolicy(cluster: ClusterSnapshot, placed: readonly PlacedP
   // 2. The reference's attribution order: policy "namespace/name" as JavaScript compares
   // strings, then rule index. A rule's rank is its position in that order.
   const policies = [...cluster.policies.values()].sort((a, b) => comparePolicyKeys(`${a.namespace}/${a.name}`, `${b.namespace}/${b.name}`));
-  const { classes, covers } = cidrClasses(policies);
+  // Egress named ports with ipBlock peers: the destination must be a pod inside the block that
+  // has the port, and the number comes from that pod, so each such pod address gets a CIDR class
+  // of its own (its /32 or /128) and keys {subject, that class, proto, the pod's port}.
+  const blockNamed = new Map<PolicyRule, { ip: string; proto: number; port: number }[]>();
+  for (const pol of policies) {
+    if (!pol.policyTypes.includes('Egress')) continue;
+    for (const rule of pol.egress) {
+      const targets = blockNamedPortTargets(rule, placed);
+      if (targets.length > 0) blockNamed.set(rule, targets);
+    }
+  }
+  const { classes, covers, hostClass } = cidrClasses(policies, [...blockNamed.values()].flat().map((t) => t.ip));
 
   // 3. raw entries per (subject identity, direction, peer)
   const endpointFlags = new Map<number, number>();
@@ -373,7 +424,8 @@ export function compilePolicy(cluster: ClusterSnapshot, placed: readonly PlacedP
           for (const peer of [...peerIds, ...classIds]) for (const b of fixed) emit(peer, b);
           // Named ports resolve against the destination pod's container ports (name and protocol):
           // at ingress the subject itself; at egress each peer identity (for ANY: every pod
-          // identity that has the port). Egress named ports with ipBlock peers are refused above.
+          // identity that has the port; for ipBlock peers, the class of each matching pod address).
+          for (const t of dir === 1 ? blockNamed.get(rule) ?? [] : []) emit(hostClass(t.ip)!, { proto: t.proto, port: t.port, bits: 16 });
           for (const n of named) {
             if (dir === 0) {
               const nums = namedPortNumbers(s.ports, n.name, n.protocol);

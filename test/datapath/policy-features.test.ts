@@ -46,8 +46,21 @@ describe('policy features through the compiler and weir.o', () => {
     ]),
     // a rule that sorts before c-blocks and overlaps it: attribution must name a-wide for UDP 53
     ingressPolicy('a-wide', 'web', [{ peers: [{ ipBlock: { cidr: '0.0.0.0/0', except: [] } }], ports: [{ protocol: 'UDP', port: 53 }] }]),
+    // egress: ipBlock peers with a named port: the destination must be a pod inside the block
+    // (not in the except) with a container port of that name and protocol, on that pod's number
+    pod('out', 4),
+    pod('web3', 5, [{ name: 'http', port: 7070, protocol: 'TCP' }]),
+    {
+      kind: 'NetworkPolicy', namespace: 'x', name: 'e-blocks', annotations: {}, podSelector: { matchLabels: { app: 'out' }, matchExpressions: [] },
+      policyTypes: ['Egress'], ingress: [],
+      egress: [{
+        peers: [{ ipBlock: { cidr: '10.7.0.0/24', except: ['10.7.0.5/32'] } }, { ipBlock: { cidr: 'fd07::/64', except: [] } }],
+        ports: [{ protocol: 'TCP', port: 'http' }, { protocol: 'SCTP', port: 'sig' }],
+      }],
+    } satisfies NetworkPolicy,
   ];
   const rule = (policy: string, index = 0) => ids.rule({ kind: 'NetworkPolicy', policy: `x/${policy}`, direction: 'Ingress', index });
+  const egressRule = (policy: string, index = 0) => ids.rule({ kind: 'NetworkPolicy', policy: `x/${policy}`, direction: 'Egress', index });
 
   before(async () => {
     dp = await TestDatapath.load();
@@ -64,6 +77,39 @@ describe('policy features through the compiler and weir.o', () => {
     const rec = TestDatapath.flows(dp.drain()).find((r) => r.type === 'FLOW_START' || r.type === 'DENY');
     return [rc, rec?.ingressRuleId ?? -1];
   };
+
+  /** Runs one packet at FROM_POD (the source's egress); returns [action, rule named]. */
+  const egress = (pkt: Buffer): [number, number] => {
+    const rc = dp.run('fromPod', pkt);
+    const rec = TestDatapath.flows(dp.drain()).find((r) => r.type === 'FLOW_START' || r.type === 'DENY');
+    return [rc, rec?.egressRuleId ?? -1];
+  };
+
+  test('egress named ports with ipBlock peers: pods inside the block with the port, on their own number', () => {
+    const out = '10.7.0.4';
+    // web1 (http 8080) and web2 (http 9090, sig SCTP 3868) are inside 10.7.0.0/24
+    assert.deepEqual(egress(tcp(out, '10.7.0.1', 8080)), [TC_ACT_OK, egressRule('e-blocks')]);
+    assert.deepEqual(egress(tcp(out, '10.7.0.1', 9090)), [TC_ACT_SHOT, 0], "9090 is web2's http, not web1's");
+    assert.deepEqual(egress(tcp(out, '10.7.0.2', 9090)), [TC_ACT_OK, egressRule('e-blocks')]);
+    assert.deepEqual(egress(tcp(out, '10.7.0.2', 8080)), [TC_ACT_SHOT, 0], "8080 is web1's http, not web2's");
+    assert.deepEqual(egress(sctp(out, '10.7.0.2', 3868)), [TC_ACT_OK, egressRule('e-blocks')]);
+    assert.deepEqual(egress(sctp(out, '10.7.0.1', 3868)), [TC_ACT_SHOT, 0], 'web1 has no port "sig"');
+    assert.deepEqual(egress(udp(out, '10.7.0.2', 9090)), [TC_ACT_SHOT, 0], 'http is TCP');
+    // the client pod has no named ports at all
+    assert.deepEqual(egress(tcp(out, '10.7.0.3', 8080)), [TC_ACT_SHOT, 0], 'a pod without the port');
+    // web3 has http 7070 but sits in the except
+    assert.deepEqual(egress(tcp(out, '10.7.0.5', 7070)), [TC_ACT_SHOT, 0], 'a pod in the except');
+    // world addresses inside the block never match a named port, whatever the number
+    assert.deepEqual(egress(tcp(out, '10.7.0.200', 8080)), [TC_ACT_SHOT, 0], 'not a pod');
+    assert.deepEqual(egress(tcp(out, '10.7.0.200', 9090)), [TC_ACT_SHOT, 0], 'not a pod');
+    // outside the block: nothing
+    assert.deepEqual(egress(tcp(out, '10.8.0.1', 8080)), [TC_ACT_SHOT, 0], 'outside the block');
+    // IPv6: the fd07::/64 block holds every pod's IPv6 address, web3's included
+    assert.deepEqual(egress(tcp('fd07::4', 'fd07::1', 8080)), [TC_ACT_OK, egressRule('e-blocks')]);
+    assert.deepEqual(egress(tcp('fd07::4', 'fd07::5', 7070)), [TC_ACT_OK, egressRule('e-blocks')], 'web3 is outside the IPv4 except only');
+    assert.deepEqual(egress(tcp('fd07::4', 'fd07::5', 8080)), [TC_ACT_SHOT, 0]);
+    assert.deepEqual(egress(tcp('fd07::4', 'fd07::99', 8080)), [TC_ACT_SHOT, 0], 'not a pod');
+  });
 
   test('port ranges: both ends included, one past each end denied, up to 65535', () => {
     const world = '198.51.100.1';

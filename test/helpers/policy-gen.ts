@@ -4,8 +4,8 @@
 // (docs/datapath.md, "Per packet at a pod hook", step 4) over the compiler's output.
 //
 // The generator covers every feature the datapath enforces: pod/namespace selectors with every
-// operator, numeric ports, ranges (endPort), named ports (pods with container ports), protocol-only
-// ports, ipBlock with except (IPv4 and IPv6, pod addresses inside blocks too), empty peers/ports,
+// operator, numeric ports, ranges (endPort), named ports (pods with container ports; at egress
+// with selector peers, no peers and ipBlock peers alike), protocol-only ports, ipBlock with except (IPv4 and IPv6, pod addresses inside blocks too), empty peers/ports,
 // TCP/UDP/SCTP/ICMP packets to and from pods, the node and world addresses.
 import { parseCidr, parseIp } from '../../src/datastore/cidr.js';
 import { AUDIT_ANNOTATION } from '../../src/datastore/objects.js';
@@ -109,13 +109,23 @@ function randomPort(g: Gen, named: boolean): PolicyPort {
   return { protocol, port: g.pick(PORTS) };
 }
 
-function randomRule(g: Gen, direction: PolicyType): PolicyRule {
+function randomRule(g: Gen, direction: PolicyType, focus = false): PolicyRule {
+  if (focus && direction === 'Egress') {
+    const peers = Array.from({ length: g.int(1, 2) }, () => (g.chance(0.8) ? { ipBlock: randomBlock(g) } : randomPeer(g, true)));
+    if (!peers.some((p) => p.ipBlock)) peers.push({ ipBlock: randomBlock(g) });
+    const named: PolicyPort = { protocol: g.pick<L4Protocol>(['TCP', 'TCP', 'TCP', 'UDP', 'SCTP']), port: g.pick(PORT_NAMES) };
+    return { peers, ports: g.chance(0.5) ? [named] : [named, randomPort(g, true)] };
+  }
   const peers = g.chance(0.75) ? Array.from({ length: g.int(1, 2) }, () => randomPeer(g, true)) : undefined;
-  // a named port in an egress rule with ipBlock peers is refused by the datapath (compile.ts)
-  const named = !(direction === 'Egress' && peers?.some((p) => p.ipBlock));
+  // Egress rules with ipBlock peers and named ports (the destination must be a pod inside the
+  // block with that port) get an extra share: a named port more often, alone or with another port.
+  if (direction === 'Egress' && peers?.some((p) => p.ipBlock) && g.chance(0.7)) {
+    const named: PolicyPort = { protocol: g.pick<L4Protocol>(['TCP', 'TCP', 'TCP', 'UDP', 'SCTP']), port: g.pick(PORT_NAMES) };
+    return { peers, ports: g.chance(0.5) ? [named] : [named, randomPort(g, true)] };
+  }
   return {
     ...(peers ? { peers } : {}),
-    ...(g.chance(0.7) ? { ports: Array.from({ length: g.int(1, 2) }, () => randomPort(g, named)) } : {}),
+    ...(g.chance(0.7) ? { ports: Array.from({ length: g.int(1, 2) }, () => randomPort(g, true)) } : {}),
   };
 }
 
@@ -133,7 +143,9 @@ function auditMaybe(g: Gen, chance: number): { annotations?: Record<string, stri
   return g.chance(chance) ? { annotations: { [AUDIT_ANNOTATION]: 'true' } } : {};
 }
 
-export function randomCluster(g: Gen, round: number): KubeObject[] {
+/** `focus`: every policy isolates egress, and its egress rules have ipBlock peers and named ports
+ * (for a test that needs many packets through that combination). */
+export function randomCluster(g: Gen, round: number, focus = false): KubeObject[] {
   const objects: KubeObject[] = [];
   let n = 1;
   for (const ns of NAMESPACES) {
@@ -143,13 +155,13 @@ export function randomCluster(g: Gen, round: number): KubeObject[] {
     }
   }
   for (let i = 0; i < g.int(1, 5); i++) {
-    const policyTypes = g.pick<PolicyType[]>([['Ingress'], ['Egress'], ['Ingress', 'Egress']]);
+    const policyTypes = focus ? ['Egress' as const] : g.pick<PolicyType[]>([['Ingress'], ['Egress'], ['Ingress', 'Egress']]);
     const policy: NetworkPolicy = {
       kind: 'NetworkPolicy', namespace: g.pick(NAMESPACES), name: `r${round}-p${i}`, annotations: auditMaybe(g, 0.15).annotations ?? {},
       podSelector: g.chance(0.5) ? { matchLabels: {}, matchExpressions: [] } : randomSelector(g),
       policyTypes,
       ingress: Array.from({ length: g.int(0, 3) }, () => randomRule(g, 'Ingress')),
-      egress: Array.from({ length: g.int(0, 3) }, () => randomRule(g, 'Egress')),
+      egress: Array.from({ length: g.int(focus ? 1 : 0, 3) }, () => randomRule(g, 'Egress', focus)),
     };
     objects.push(policy);
   }
@@ -167,6 +179,12 @@ export function randomPacket(g: Gen, pods: readonly Pod[]): Packet {
   const protocol = g.pick<PacketProtocol>(['TCP', 'UDP', 'SCTP', v6 ? 'ICMPv6' : 'ICMP']);
   const src = addr();
   const dst = addr();
+  // now and then, one of the destination pod's container ports (so named ports get hit)
+  const dstPod = pods.find((p) => p.ips.includes(dst));
+  if (dstPod && dstPod.ports.length > 0 && g.chance(0.4)) {
+    const c = g.pick(dstPod.ports);
+    return { src, dst, protocol: c.protocol, dstPort: c.port };
+  }
   if (protocol.startsWith('ICMP')) return { src, dst, protocol };
   const dstPort = g.chance(0.8) ? g.pick([...PORTS, 82, 84, 1001, 8081, 8087]) : g.int(1, 65535);
   return { src, dst, protocol, dstPort };
