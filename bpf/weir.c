@@ -63,7 +63,8 @@ __attribute__((noinline, used)) int weir_btf_records(struct weir_flow_event *flo
 }
 
 __attribute__((noinline, used)) int weir_btf_enums(enum weir_verdict verdict,
-						   enum weir_direction direction, enum weir_hook hook)
+						   enum weir_direction direction, enum weir_hook hook,
+						   struct weir_explain_result *explain)
 {
 	return 0;
 }

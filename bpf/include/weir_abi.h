@@ -315,6 +315,23 @@ struct weir_lost_event {
 	__u64 lost; /* reservations that failed on this CPU since its previous LOST record */
 };
 
+/* ---- weir_policy_explain's answer (`weir policy explain`) ------------------------------------
+ * The program writes this over struct __sk_buff cb[0..4]; user space reads it back from the
+ * context BPF_PROG_TEST_RUN returns. Each side word is verdict | reason << 8, plus
+ * WEIR_EXPLAIN_APPLIES when that side is a local pod (a hook polices it); 0 = not applicable. */
+#define WEIR_EXPLAIN_APPLIES (1u << 31)
+#define WEIR_EXPLAIN_NON_IP 1    /* return value: the packet is not IP */
+#define WEIR_EXPLAIN_MALFORMED 2 /* return value: the packet did not parse */
+
+struct weir_explain_result {
+	__u32 egress;          /* the source pod's egress decision */
+	__u32 egress_rule_id;
+	__u32 ingress;         /* the destination pod's ingress decision */
+	__u32 ingress_rule_id;
+	__u32 generation;      /* the policy state the decisions were made from */
+};
+
+_Static_assert(sizeof(struct weir_explain_result) == 20, "weir_explain_result fills __sk_buff cb[5]");
 _Static_assert(sizeof(struct weir_ip_key) == 16, "weir_ip_key layout");
 _Static_assert(sizeof(struct weir_endpoint) == 16, "weir_endpoint layout");
 _Static_assert(sizeof(struct weir_policy_key) == 12, "weir_policy_key layout");

@@ -281,6 +281,13 @@ export const Layouts = {
     ['generation', 0, 4],
     ['pad', 4, 4],
   ]),
+  explainResult: layout('weir_explain_result', 20, [
+    ['egress', 0, 4],
+    ['egress_rule_id', 4, 4],
+    ['ingress', 8, 4],
+    ['ingress_rule_id', 12, 4],
+    ['generation', 16, 4],
+  ]),
   stat: layout('weir_stat', 16, [
     ['packets', 0, 8],
     ['bytes', 8, 8],
@@ -937,3 +944,41 @@ export const COUNTER_NAMES = invert(Counter);
 export const sumPerCpuStats = decodePerCpuStat;
 /** Sum over CPUs of a raw __u64 per-CPU value (weir_counters_v1, weir_lost_pend_v1). */
 export const sumPerCpuU64 = decodePerCpuCounter;
+
+// ---- weir_policy_explain ------------------------------------------------------------------------
+
+/** WEIR_EXPLAIN_APPLIES: the side is a local pod, so a hook polices it. */
+export const EXPLAIN_APPLIES = 0x8000_0000;
+/** weir_policy_explain's return values besides 0. */
+export const ExplainRetval = { NON_IP: 1, MALFORMED: 2 } as const;
+/** offsetof(struct __sk_buff, cb): where the result sits in the context (checked against BTF). */
+export const SKB_CB_OFFSET = 48;
+
+export interface ExplainSide {
+  /** false: not a local pod, so no hook polices this side */
+  readonly applies: boolean;
+  readonly verdict: number;
+  readonly reason: number;
+  readonly ruleId: number;
+}
+
+export interface ExplainResult {
+  readonly egress: ExplainSide;
+  readonly ingress: ExplainSide;
+  readonly generation: number;
+}
+
+/** Decodes struct weir_explain_result from the context (struct __sk_buff) a test run returned. */
+export function decodeExplainResult(ctx: Buffer): ExplainResult {
+  const l = Layouts.explainResult;
+  if (ctx.length < SKB_CB_OFFSET + l.size) throw new TypeError(`abi: context of ${ctx.length} bytes has no weir_explain_result`);
+  const v = new View(l, ctx.subarray(SKB_CB_OFFSET, SKB_CB_OFFSET + l.size));
+  const side = (word: number, ruleId: number): ExplainSide => ({
+    applies: (word & EXPLAIN_APPLIES) !== 0, verdict: word & 0xff, reason: (word >>> 8) & 0xffff, ruleId,
+  });
+  return {
+    egress: side(v.u32('egress'), v.u32('egress_rule_id')),
+    ingress: side(v.u32('ingress'), v.u32('ingress_rule_id')),
+    generation: v.u32('generation'),
+  };
+}

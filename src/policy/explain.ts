@@ -68,37 +68,17 @@ export interface Explanation {
 
 // ---- the datapath side ------------------------------------------------------------------------
 
-/** bpf/lib/explain.h: how weir_policy_explain reports in struct __sk_buff cb[0..4]. */
-export const EXPLAIN_APPLIES = 0x8000_0000;
-const CB_OFFSET = 48; // offsetof(struct __sk_buff, cb)
-const SKB_CTX_IN = 68; // through cb[4]; the kernel takes a context shorter than the struct
+// The answer is struct weir_explain_result (bpf/include/weir_abi.h), decoded by the ABI module.
+export { EXPLAIN_APPLIES } from '../datapath/abi.js';
+const SKB_CTX_IN = abi.SKB_CB_OFFSET + abi.Layouts.explainResult.size; // the kernel takes a context shorter than the struct
 const SKB_CTX_OUT = 512; // the kernel writes the whole struct back (192 bytes on 6.x)
-const EXPLAIN_RETVAL: Record<number, string> = { 1: 'not an IP packet', 2: 'malformed packet' };
+const EXPLAIN_RETVAL: Record<number, string> = { [abi.ExplainRetval.NON_IP]: 'not an IP packet', [abi.ExplainRetval.MALFORMED]: 'malformed packet' };
 
-/** One side as weir_policy_explain reports it. */
-export interface RawSide {
-  /** false: the side is not a local endpoint, so no hook polices it */
-  readonly applies: boolean;
-  readonly verdict: number;
-  readonly reason: number;
-  readonly ruleId: number;
-}
-
-export interface RawExplain {
-  readonly egress: RawSide;
-  readonly ingress: RawSide;
-  readonly generation: number;
-}
+export type RawSide = abi.ExplainSide;
+export type RawExplain = abi.ExplainResult;
 
 /** Decodes the context weir_policy_explain wrote back. */
-export function decodeExplainCtx(ctx: Buffer): RawExplain {
-  if (ctx.length < CB_OFFSET + 20) throw new Error(`weir_policy_explain: context out of ${ctx.length} bytes, need ${CB_OFFSET + 20}`);
-  const cb = (i: number) => ctx.readUInt32LE(CB_OFFSET + 4 * i);
-  const side = (word: number, ruleId: number): RawSide => ({
-    applies: (word & EXPLAIN_APPLIES) !== 0, verdict: word & 0xff, reason: (word >>> 8) & 0xffff, ruleId,
-  });
-  return { egress: side(cb(0), cb(1)), ingress: side(cb(2), cb(3)), generation: cb(4) };
-}
+export const decodeExplainCtx = abi.decodeExplainResult;
 
 const PROTO_NUMBER: Record<L4Protocol, number> = { TCP: abi.Proto.TCP, UDP: abi.Proto.UDP, SCTP: abi.Proto.SCTP };
 
