@@ -84,8 +84,12 @@ describe('ring buffer loss accounting', () => {
       }
       assert.equal(dp.lostPending()[cpu], 0n);
     }
-    assert.equal(sum(dp.lostPending()), 0n, 'all pending loss reported');
-    assert.equal(sum(reported.map((r) => r.lost)), lost, 'LOST records add up to the EVENTS_LOST increase');
+    // Test runs go to whatever CPU the scheduler puts this thread on; on a loaded machine it may
+    // never visit a CPU that still holds pending loss. So: every CPU we ran on reported its
+    // pending loss (checked run by run above), and loss is conserved: reported + still pending
+    // = counted lost. (BPF_F_TEST_RUN_ON_CPU does not exist for tc programs.)
+    const stillPending = sum(dp.lostPending());
+    assert.equal(sum(reported.map((r) => r.lost)) + stillPending, lost, 'LOST records + pending = the EVENTS_LOST increase');
     // the usual case, stated as the contract reads: one CPU, first record after room is LOST
     if (pending.filter((p) => p > 0n).length === 1 && reported.length === early + 1 && firstAfterRoom) {
       assert.equal(firstAfterRoom[0]!.type, 'LOST');
