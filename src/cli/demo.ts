@@ -69,6 +69,7 @@ What to try next (as root):
   weir lab observe &                           # live flows, one line each
   weir lab probe --port 8080                   # the reachability matrix
   weir lab apply -f examples/demo-policy.yaml  # enforce the policies; probe again
+  weir policy explain --from ops/debug --to api/orders --port 8080   # which rule decides, and why
   weir lab exec api/orders -- ip addr          # look inside a pod
   weir lab down                                # clean up`);
 }
