@@ -77,9 +77,6 @@ export function isIanaSvcName(name: string): boolean {
 }
 const IANA_SVC_NAME_RULE = 'must be an IANA_SVC_NAME: 1-15 characters [a-z0-9-] with at least one letter, no leading, trailing or double "-"';
 
-// Whether the datapath can enforce named ports, endPort and ipBlock is not the datastore's
-// concern: the datastore models them exactly, and src/policy/compile.ts unsupportedByDatapath()
-// says what the datapath of this version refuses.
 const policyPort = z.strictObject({
   protocol,
   port: z.union([portNumber, z.string()], { error: 'must be a port number (1-65535) or a named port' }).optional(),

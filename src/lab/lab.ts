@@ -6,7 +6,7 @@ import { existsSync } from 'node:fs';
 import { ClusterState } from '../datastore/cluster.js';
 import { loadManifests } from '../datastore/manifest.js';
 import { describeObject, objectKey, type KubeObject, type Pod } from '../datastore/objects.js';
-import { checkDatapathSupport, compilePolicy, type CompiledDatapath, type PlacedPod } from '../policy/compile.js';
+import { compilePolicy, type CompiledDatapath, type PlacedPod } from '../policy/compile.js';
 import { IdAllocator } from '../policy/ids.js';
 import { Datapath } from '../datapath/datapath.js';
 import { requirePrivileges } from '../datapath/privileges.js';
@@ -48,7 +48,6 @@ export class Lab {
     if (labExists(name)) throw new Error(`lab "${name}" is already up; change it with \`weir lab apply\`, or remove it with \`weir lab down\``);
     const objects = loadManifests(files).map((o) => o.object);
     const cluster = new ClusterState(objects); // validates references before anything is created
-    checkDatapathSupport(cluster);
     requirePrivileges('weir lab up');
     const network = new LabNetwork({ lab: name, stateDir: labDir(name) });
     let datapath: Datapath | undefined;
@@ -82,7 +81,6 @@ export class Lab {
     const objects = loadManifests(files).map((o) => o.object);
     const cluster = this.cluster();
     cluster.apply(objects);
-    checkDatapathSupport(cluster); // before any network or map change
     return this.reconcile(cluster);
   }
 

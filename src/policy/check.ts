@@ -5,7 +5,6 @@ import { loadManifests } from '../datastore/manifest.js';
 import type { KubeObject, L4Protocol, NetworkPolicy, Pod } from '../datastore/objects.js';
 import { assignAddresses } from '../lab/addresses.js';
 import { formatProbeTable, type ProbeResult } from '../lab/probe.js';
-import { unsupportedByDatapath } from './compile.js';
 import { evaluate, type Decision } from './reference.js';
 
 export interface PolicyCheckOptions {
@@ -35,7 +34,7 @@ export interface PolicyCheckResult {
   readonly objects: number;
   readonly policies: number;
   readonly pods: number;
-  /** not errors: things worth knowing (implicit namespaces, features the lab datapath refuses) */
+  /** not errors: things worth knowing (e.g. namespaces assumed to exist) */
   readonly notes: string[];
   /** pod -> the addresses the matrix used */
   readonly addresses: Record<string, string[]>;
@@ -85,7 +84,6 @@ export function checkPolicies(opts: PolicyCheckOptions): PolicyCheckResult {
   const cluster = new ClusterState(objects); // references and duplicate addresses
 
   const policies = [...cluster.policies.values()];
-  for (const p of policies) notes.push(...unsupportedByDatapath(p).map((m) => `${m} (\`weir lab\` would refuse it; valid Kubernetes)`));
 
   const pods = [...cluster.pods.values()].sort((a, b) => (`${a.namespace}/${a.name}` < `${b.namespace}/${b.name}` ? -1 : 1));
   // Addresses as the lab assigns them: the manifest's, else the lowest free pool address.

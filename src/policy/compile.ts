@@ -9,7 +9,7 @@
 // however many policies and pods there are. Every entry carries the best rule (in
 // the reference evaluator's order) of every entry covering it, so the datapath names the rule the
 // reference names. Addresses map to identities in the endpoint map.
-import { ClusterStateError, type ClusterSnapshot } from '../datastore/cluster.js';
+import type { ClusterSnapshot } from '../datastore/cluster.js';
 import { inAuditMode } from '../datastore/objects.js';
 import type { ContainerPort, IpBlock, L4Protocol, Labels, NetworkPolicy, Pod, PolicyPeer, PolicyRule, PolicyType } from '../datastore/objects.js';
 import { cidrContainsIp, parseCidr, parseIp, type ParsedCidr } from '../datastore/cidr.js';
@@ -162,24 +162,6 @@ function peerMatches(peer: PolicyPeer, policy: NetworkPolicy, who: Identity): bo
   return !peer.podSelector || matchesSelector(peer.podSelector, who.podLabels);
 }
 
-/** What of `policy` this version's datapath cannot enforce, one message per field with kubectl's
- * path ("<policy>: spec.egress[0].ports[0].port: ...: ... is not enforced by this version's
- * datapath; refused rather than enforced incompletely"). The datastore accepts everything that is
- * valid Kubernetes, so whoever programs the datapath must refuse a batch for which this is
- * non-empty, instead of enforcing a policy with parts silently missing. Rules of a direction the
- * policy's policyTypes leave out are ignored by Kubernetes, and so here. Nothing is refused at
- * present: the last gap (a named port in an egress rule with ipBlock peers) is compiled to
- * per-pod CIDR classes (see cidrClasses). Kept, with its call sites, for future refusals. */
-export function unsupportedByDatapath(_policy: NetworkPolicy): string[] {
-  return [];
-}
-
-/** Throws ClusterStateError listing every policy feature of `cluster` the datapath cannot enforce. */
-export function checkDatapathSupport(cluster: ClusterSnapshot): void {
-  const problems = [...cluster.policies.values()].flatMap(unsupportedByDatapath);
-  if (problems.length > 0) throw new ClusterStateError(problems);
-}
-
 // ---- CIDR classes --------------------------------------------------------------------------------
 
 const V4_MAPPED = 0xffffn << 32n;
@@ -330,8 +312,6 @@ function namedPortNumbers(ports: readonly ContainerPort[], name: string, protoco
 interface Raw { proto: number; port: number; bits: number; rank: number; ruleId: number }
 
 export function compilePolicy(cluster: ClusterSnapshot, placed: readonly PlacedPod[], ids: IdAllocator): CompiledDatapath {
-  // Never compile a policy with parts the maps cannot express: that would enforce something else.
-  checkDatapathSupport(cluster);
   // 1. identities of the pods that exist
   const identities = new Map<number, Identity>();
   const podIdentity = new Map<string, number>();

@@ -4,7 +4,6 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { loadManifests, ManifestError, parseManifestText, type ManifestProblem } from '../../src/datastore/manifest.js';
-import { checkDatapathSupport, unsupportedByDatapath } from '../../src/policy/compile.js';
 import { ClusterState, ClusterStateError } from '../../src/datastore/cluster.js';
 import type { NetworkPolicy, Pod } from '../../src/datastore/objects.js';
 
@@ -107,14 +106,6 @@ spec:
   assert.deepEqual(pol.ingress[0]!.ports, [{ protocol: 'TCP', port: 'http' }, { protocol: 'TCP', port: 80, endPort: 90 }]);
   // host bits in cidr are accepted and kept as written (they mean the network fd00::/64)
   assert.deepEqual(pol.egress[0]!.peers, [{ ipBlock: { cidr: 'fd00::1/64', except: ['fd00::/80'] } }]);
-  // ipBlock (with except), named ports and ranges are enforced, a named port in an egress rule
-  // with ipBlock peers too: nothing is refused
-  assert.deepEqual(unsupportedByDatapath(pol), []);
-  const blockNamedPol: NetworkPolicy = { ...pol, egress: [{ peers: pol.egress[0]!.peers!, ports: [{ protocol: 'TCP', port: 'http' }] }] };
-  assert.deepEqual(unsupportedByDatapath(blockNamedPol), []);
-  checkDatapathSupport(new ClusterState([blockNamedPol]));
-  // rules of a direction policyTypes leaves out are ignored by Kubernetes, so nothing to refuse
-  assert.deepEqual(unsupportedByDatapath({ ...pol, policyTypes: ['Egress'], egress: [] }), []);
 });
 
 const policyWith = (peerOrPorts: string) => `
