@@ -50,7 +50,8 @@ export async function runDemo(): Promise<void> {
     observer.drain();
     step(`flows the datapath reported since the policies (${flows.length} records from the BPF ring buffer, names resolved)`);
     // One line per decision; each pod-to-pod flow is judged twice: the sender's egress, the receiver's ingress.
-    const shown = flows.filter((f) => f.type !== 'flow-end' && f.src?.kind === 'pod');
+    // Records from the two CPUs arrive interleaved; show them in time order.
+    const shown = flows.filter((f) => f.type !== 'flow-end' && f.src?.kind === 'pod').sort((a, b) => a.time.getTime() - b.time.getTime());
     for (const f of shown.slice(0, 60)) console.log(formatFlow(f));
     if (shown.length > 60) console.log(`... and ${shown.length - 60} more`);
     const denied = flows.filter((f) => f.verdict === 'deny').length;
