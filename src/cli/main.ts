@@ -33,6 +33,12 @@ function podRef(value: string): string {
   return value;
 }
 
+function probeEndpoint(value: string): string {
+  if (value === 'host' || value === 'world') return value;
+  if (!/^[a-z0-9-]+\/[a-z0-9.-]+$/.test(value)) throw new InvalidArgumentError(`"${value}" is not NAMESPACE/POD, host or world`);
+  return value;
+}
+
 function printChange(change: { created: string[]; updated: string[]; deleted: string[] }): void {
   for (const c of change.created) console.log(`created ${c}`);
   for (const c of change.updated) console.log(`updated ${c}`);
@@ -79,8 +85,8 @@ export function buildCli(): Command {
   lab.command('probe').description('try every pod to every pod (itself included) and print the reachability matrix')
     .option('--port <port>', 'destination port', portNumber, 80)
     .addOption(new Option('--protocol <protocol>', 'TCP or UDP').choices(['TCP', 'UDP']).default('TCP'))
-    .option('--from <ns/pod>', 'only from this pod', podRef)
-    .option('--to <ns/pod>', 'only to this pod', podRef)
+    .option('--from <ns/pod|host|world>', 'only from this pod, the node (host) or the outside (world)', probeEndpoint)
+    .option('--to <ns/pod|host|world>', 'only to this pod, the node (host) or the outside (world)', probeEndpoint)
     .option('-6, --ipv6', 'probe the pods\' IPv6 addresses')
     .option('--timeout <ms>', 'per-probe timeout', positiveInt)
     .addOption(new Option('-o, --output <format>', 'output format').choices(['table', 'json']).default('table'))

@@ -1,7 +1,7 @@
 // The datastore's view of the cluster: the current Namespaces, Pods and NetworkPolicies. Changes
 // come in as whole objects (an applied object replaces the previous version, labels included, as
 // `kubectl replace` does) and are checked as a batch first, so a bad batch changes nothing.
-import type { KubeObject, Namespace, NetworkPolicy, Pod } from './objects.js';
+import type { KubeObject, Namespace, NetworkPolicy, Node, Pod } from './objects.js';
 import { describeObject, objectKey } from './objects.js';
 
 /** Namespaces that exist without a manifest, as in a new cluster. */
@@ -32,6 +32,13 @@ export class ClusterState implements ClusterSnapshot {
   readonly namespaces = new Map<string, Namespace>();
   readonly pods = new Map<string, Pod>();
   readonly policies = new Map<string, NetworkPolicy>();
+  /** The lab's Node object, by name (at most one: a lab is one node). */
+  readonly nodes = new Map<string, Node>();
+
+  /** The Node object, if one was given. */
+  get node(): Node | undefined {
+    return this.nodes.values().next().value;
+  }
 
   constructor(objects: readonly KubeObject[] = []) {
     for (const name of BUILTIN_NAMESPACES) {
@@ -43,7 +50,7 @@ export class ClusterState implements ClusterSnapshot {
   /** Every object, less built-in namespaces nobody changed. */
   objects(): KubeObject[] {
     const namespaces = [...this.namespaces.values()].filter((ns) => !isUntouchedBuiltin(ns));
-    return [...namespaces, ...this.pods.values(), ...this.policies.values()];
+    return [...namespaces, ...this.nodes.values(), ...this.pods.values(), ...this.policies.values()];
   }
 
   /** Creates or replaces objects. Checked as a whole first: on error nothing changes. */
@@ -85,6 +92,7 @@ export class ClusterState implements ClusterSnapshot {
       case 'Namespace': return this.namespaces as Map<string, KubeObject>;
       case 'Pod': return this.pods as Map<string, KubeObject>;
       case 'NetworkPolicy': return this.policies as Map<string, KubeObject>;
+      case 'Node': return this.nodes as Map<string, KubeObject>;
     }
   }
 
@@ -104,6 +112,10 @@ export class ClusterState implements ClusterSnapshot {
         else owner.set(ip, `${pod.namespace}/${pod.name}`);
       }
     }
+    if (this.nodes.size > 1) {
+      const names = [...this.nodes.keys()].sort();
+      problems.push(`Node ${names[1]}: metadata.name: "${names[1]}": at most one Node (the lab is one node; Node ${names[0]} is it)`);
+    }
     if (problems.length > 0) throw new ClusterStateError(problems);
   }
 
@@ -113,11 +125,12 @@ export class ClusterState implements ClusterSnapshot {
     for (const [k, v] of this.namespaces) c.namespaces.set(k, v);
     for (const [k, v] of this.pods) c.pods.set(k, v);
     for (const [k, v] of this.policies) c.policies.set(k, v);
+    for (const [k, v] of this.nodes) c.nodes.set(k, v);
     return c;
   }
 
   private adopt(other: ClusterState): void {
-    for (const [mine, theirs] of [[this.namespaces, other.namespaces], [this.pods, other.pods], [this.policies, other.policies]] as const) {
+    for (const [mine, theirs] of [[this.namespaces, other.namespaces], [this.pods, other.pods], [this.policies, other.policies], [this.nodes, other.nodes]] as const) {
       (mine as Map<string, unknown>).clear();
       for (const [k, v] of theirs) (mine as Map<string, unknown>).set(k, v);
     }

@@ -7,7 +7,7 @@ import type { z } from 'zod';
 import type { KubeObject } from './objects.js';
 import { describeObject, objectKey } from './objects.js';
 import {
-  namespaceSchema, networkPolicySchema, normalizeNamespace, normalizeNetworkPolicy, normalizePod, podSchema,
+  namespaceSchema, networkPolicySchema, nodeSchema, normalizeNamespace, normalizeNetworkPolicy, normalizeNode, normalizePod, podSchema,
 } from './schema.js';
 
 export interface ManifestProblem {
@@ -45,6 +45,7 @@ const KINDS = {
   Namespace: { schema: namespaceSchema, normalize: (raw: unknown) => normalizeNamespace(raw as z.infer<typeof namespaceSchema>) },
   Pod: { schema: podSchema, normalize: (raw: unknown, ns: string) => normalizePod(raw as z.infer<typeof podSchema>, ns) },
   NetworkPolicy: { schema: networkPolicySchema, normalize: (raw: unknown, ns: string) => normalizeNetworkPolicy(raw as z.infer<typeof networkPolicySchema>, ns) },
+  Node: { schema: nodeSchema, normalize: (raw: unknown) => normalizeNode(raw as z.infer<typeof nodeSchema>) },
 } as const;
 
 export function fieldPath(path: readonly PropertyKey[]): string {
@@ -89,7 +90,7 @@ export function parseObject(raw: unknown, where: { file: string; document: numbe
     return undefined;
   }
   const spec = KINDS[kind as keyof typeof KINDS];
-  const object = describeObject({ kind, name, ...(kind === 'Namespace' ? {} : { namespace }) });
+  const object = describeObject({ kind, name, ...(kind === 'Namespace' || kind === 'Node' ? {} : { namespace }) });
   const result = spec.schema.safeParse(raw);
   if (!result.success) {
     for (const issue of result.error.issues) {

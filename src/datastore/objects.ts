@@ -92,12 +92,29 @@ export interface NetworkPolicy {
   readonly egress: readonly PolicyRule[];
 }
 
-export type KubeObject = Namespace | Pod | NetworkPolicy;
+/**
+ * The lab's node (v1 Node, cluster-scoped; at most one per lab). Its name and labels are the lab
+ * node's; the annotation `lab.weir.dev/ports: "22/TCP,80/TCP"` lists the ports the node's own
+ * processes serve (the lab runs a listener for each in the node's network namespace).
+ */
+export interface Node {
+  readonly kind: 'Node';
+  readonly name: string;
+  readonly labels: Labels;
+  readonly annotations?: Labels;
+  /** from the lab.weir.dev/ports annotation, in its order, without duplicates */
+  readonly ports: readonly { readonly port: number; readonly protocol: L4Protocol }[];
+}
+
+/** The annotation on a Node listing the ports its host processes serve in the lab. */
+export const NODE_PORTS_ANNOTATION = 'lab.weir.dev/ports';
+
+export type KubeObject = Namespace | Pod | NetworkPolicy | Node;
 export type KubeKind = KubeObject['kind'];
 
-/** "namespace/name" for namespaced objects, "name" for namespaces. */
+/** "namespace/name" for namespaced objects, "name" for cluster-scoped ones (Namespace, Node). */
 export function objectKey(obj: KubeObject): string {
-  return obj.kind === 'Namespace' ? obj.name : `${obj.namespace}/${obj.name}`;
+  return obj.kind === 'Namespace' || obj.kind === 'Node' ? obj.name : `${obj.namespace}/${obj.name}`;
 }
 
 /** How errors and logs name an object: `NetworkPolicy x/deny-all`. */

@@ -2,9 +2,9 @@
 // normalization into the models of objects.ts. Field paths in errors follow kubectl's style
 // (spec.ingress[0].ports[1].port) so users can find the line at once.
 import { z } from 'zod';
-import { AUDIT_ANNOTATION } from './objects.js';
+import { AUDIT_ANNOTATION, NODE_PORTS_ANNOTATION } from './objects.js';
 import type {
-  ContainerPort, LabelSelector, Namespace, NetworkPolicy, Pod, PolicyPeer, PolicyPort, PolicyRule,
+  ContainerPort, LabelSelector, Namespace, NetworkPolicy, Node, Pod, PolicyPeer, PolicyPort, PolicyRule,
   PolicyType,
 } from './objects.js';
 import { isIP } from 'node:net';
@@ -180,6 +180,57 @@ export const namespaceSchema = z.looseObject({
   kind: z.literal('Namespace'),
   metadata: metadata(dnsLabel),
 });
+
+/** "22/TCP,80/TCP" -> ports; throws naming the bad entry (the annotation's own syntax). */
+export function parseNodePorts(spec: string): { port: number; protocol: 'TCP' | 'UDP' | 'SCTP' }[] {
+  const out: { port: number; protocol: 'TCP' | 'UDP' | 'SCTP' }[] = [];
+  const seen = new Set<string>();
+  if (spec.trim() === '') return out;
+  spec.split(',').forEach((entry, i) => {
+    const m = /^\s*(\d{1,5})\/([A-Za-z]+)\s*$/.exec(entry);
+    if (!m) throw new Error(`entry ${i + 1} "${entry}" is not PORT/PROTOCOL (e.g. 22/TCP)`);
+    const port = Number(m[1]);
+    const protocol = m[2]!.toUpperCase();
+    if (port < 1 || port > 65535) throw new Error(`entry ${i + 1} "${entry}": port ${port} is not in 1-65535`);
+    if (protocol !== 'TCP' && protocol !== 'UDP' && protocol !== 'SCTP') {
+      throw new Error(`entry ${i + 1} "${entry}": protocol "${m[2]}" is not TCP, UDP or SCTP`);
+    }
+    const key = `${port}/${protocol}`;
+    if (seen.has(key)) return;
+    seen.add(key);
+    out.push({ port, protocol });
+  });
+  return out;
+}
+
+export const nodeSchema = z.looseObject({
+  apiVersion: z.literal('v1', { error: 'must be v1' }),
+  kind: z.literal('Node'),
+  metadata: metadata(dnsSubdomain).superRefine((m, ctx) => {
+    if (m.namespace !== undefined) {
+      ctx.addIssue({ code: 'custom', path: ['namespace'], message: 'must not be set: Node is cluster-scoped' });
+    }
+    const ports = m.annotations?.[NODE_PORTS_ANNOTATION];
+    if (ports !== undefined) {
+      try {
+        parseNodePorts(ports);
+      } catch (err) {
+        ctx.addIssue({ code: 'custom', path: ['annotations', NODE_PORTS_ANNOTATION], message: `${(err as Error).message}; the format is "22/TCP,80/TCP,9100/TCP"` });
+      }
+    }
+  }),
+});
+
+export function normalizeNode(raw: z.infer<typeof nodeSchema>): Node {
+  const ports = raw.metadata.annotations?.[NODE_PORTS_ANNOTATION];
+  return {
+    kind: 'Node',
+    name: raw.metadata.name,
+    labels: { ...(raw.metadata.labels ?? {}) },
+    ...annotationsOf(raw.metadata),
+    ports: ports === undefined ? [] : parseNodePorts(ports),
+  };
+}
 
 function toSelector(raw: z.infer<typeof labelSelector>): LabelSelector {
   return {

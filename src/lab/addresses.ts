@@ -25,3 +25,16 @@ export function assignAddresses(given: readonly string[], inUse: ReadonlySet<str
   if (!ipv4 || !ipv6) throw new Error(`lab: no free pod address left in ${LAB_POD_CIDR_V4} / ${LAB_POD_CIDR_V6}`);
   return { ipv4, ipv6 };
 }
+
+// The node's uplink and the world (outside the pod pools, so never a pod's address): a /24 and a
+// /64 shared by the node's end of the uplink and the world's end. The world's default route is the
+// node; the node reaches the world on the link; pods reach both through their default route.
+export const LAB_UPLINK_CIDR_V4 = '10.243.0.0/24';
+export const LAB_UPLINK_CIDR_V6 = 'fd00:10:243::/64';
+/** The node's own addresses (on its uplink), in the endpoint map with identity HOST. */
+export const LAB_NODE_V4 = '10.243.0.1';
+export const LAB_NODE_V6 = 'fd00:10:243::1';
+/** The world's client addresses (an outside host, in the lab's world netns). */
+export const LAB_WORLD_V4 = '10.243.0.100';
+export const LAB_WORLD_V6 = 'fd00:10:243::100';
+export const LAB_NODE_IPS: readonly string[] = [LAB_NODE_V4, LAB_NODE_V6];

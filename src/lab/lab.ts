@@ -10,10 +10,10 @@ import { compilePolicy, type CompiledDatapath, type PlacedPod } from '../policy/
 import { IdAllocator } from '../policy/ids.js';
 import { Datapath } from '../datapath/datapath.js';
 import { requirePrivileges } from '../datapath/privileges.js';
-import { assignAddresses } from './addresses.js';
-import { LabNetwork, type PodAttachment } from './network.js';
+import { assignAddresses, LAB_NODE_IPS, LAB_NODE_V4, LAB_NODE_V6, LAB_WORLD_V4, LAB_WORLD_V6 } from './addresses.js';
+import { LabNetwork, type LabHostRole, type PodAttachment } from './network.js';
 import {
-  checkLabName, labDir, labExists, labPinRoot, readLabState, removeLabDir, writeLabState, type LabPodState, type LabState,
+  checkLabName, labDir, labExists, labPinRoot, readLabState, removeLabDir, writeLabState, type LabHostState, type LabPodState, type LabState,
 } from './state.js';
 
 export const DEFAULT_LAB = 'weir';
@@ -53,6 +53,7 @@ export class Lab {
     let datapath: Datapath | undefined;
     try {
       await network.createNode();
+      await network.createUplink();
       datapath = await Datapath.install(labPinRoot(name));
       const state: LabState = {
         version: 1, name, createdAt: new Date().toISOString(), pinRoot: labPinRoot(name), nodeNetns: network.nodeNetns,
@@ -99,7 +100,12 @@ export class Lab {
 
   /** What the datapath was last given (recomputed from state; ids are stable). */
   compiled(): CompiledDatapath {
-    return compilePolicy(this.cluster(), this.placedPods(this.cluster()), new IdAllocator(this.state.ids));
+    return compilePolicy(this.cluster(), this.placedPods(this.cluster()), new IdAllocator(this.state.ids), this.compileOptions());
+  }
+
+  /** The node's addresses are the host's (identity HOST) once the lab has its uplink. */
+  private compileOptions(): { hostIps: readonly string[] } {
+    return { hostIps: this.state.host ? LAB_NODE_IPS : [] };
   }
 
   private placedPods(cluster: ClusterState): PlacedPod[] {
@@ -117,6 +123,7 @@ export class Lab {
     const ids = new IdAllocator(this.state.ids);
     try {
       await this.reconcilePods(cluster, ids);
+      await this.reconcileHosts(cluster);
     } catch (err) {
       // Keep the state true to what exists, so `apply` again or `down` can finish the job.
       this.state.ids = ids.toJSON();
@@ -126,7 +133,7 @@ export class Lab {
     const after = cluster.objects();
     const change = diffObjects(this.state.objects, after);
     // Compile and program the maps; then persist. The datapath enforces the change when this returns.
-    const compiled = compilePolicy(cluster, this.placedPods(cluster), ids);
+    const compiled = compilePolicy(cluster, this.placedPods(cluster), ids, this.compileOptions());
     this.datapath.apply(compiled);
     this.state.objects = after;
     this.state.ids = ids.toJSON();
@@ -167,6 +174,23 @@ export class Lab {
         agentPid: att.agentPid, socketPath: att.socketPath, ports,
       };
       for (const ip of [addr.ipv4, addr.ipv6]) if (ip) inUse.add(ip);
+    }
+  }
+
+  /** The host and world processes serve the Node object's declared ports (none without a Node). */
+  private async reconcileHosts(cluster: ClusterState): Promise<void> {
+    const ports = (cluster.node?.ports ?? []).map((p) => ({ port: p.port, protocol: p.protocol }));
+    const want = ports.map((p) => `${p.port}/${p.protocol}`);
+    const addrs: Record<LabHostRole, { ipv4: string; ipv6: string }> = {
+      host: { ipv4: LAB_NODE_V4, ipv6: LAB_NODE_V6 },
+      world: { ipv4: LAB_WORLD_V4, ipv6: LAB_WORLD_V6 },
+    };
+    for (const role of ['host', 'world'] as const) {
+      const have: LabHostState | undefined = this.state[role];
+      if (have && JSON.stringify(have.ports) === JSON.stringify(want)) continue;
+      delete this.state[role];
+      const agent = await this.network.startHostAgent(role, ports, have);
+      this.state[role] = { ...agent, ...addrs[role], ports: want };
     }
   }
 

@@ -12,6 +12,21 @@
 // between two pods always crosses the node netns and both node-side veths (where Weir's tc
 // programs attach). Nothing is ever created in the root netns: the veth pair is made inside the
 // node netns with its peer placed straight into the pod netns.
+//
+// The node's uplink and the world (an outside network):
+//
+//   node netns weir-<lab>-node                 world netns weir-<lab>-world
+//   ┌─────────────────────────────┐  veth     ┌──────────────────────────────────┐
+//   │ uplink 10.243.0.1/24        ├───────────┤ eth0 10.243.0.100/24              │
+//   │        fd00:10:243::1/64    │           │      fd00:10:243::100/64          │
+//   └─────────────────────────────┘           │ default via 10.243.0.1 / ::1      │
+//                                             └──────────────────────────────────┘
+//
+// The world reaches pods through the node (which forwards, source addresses unchanged); the node
+// reaches the world on the link; pods reach both through their default route. Nothing of Weir is
+// attached to the uplink (host endpoints are not enforced yet). A "host" agent runs in the node
+// netns (serving the Node object's declared ports) and a "world" agent in the world netns (the
+// same ports), both pod agents, so probes can start and end there.
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
@@ -19,6 +34,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { run, runIdempotent } from './exec.js';
+import { LAB_NODE_V4, LAB_NODE_V6, LAB_WORLD_V4, LAB_WORLD_V6 } from './addresses.js';
 import {
   AgentRequest,
   AgentResponse,
@@ -40,6 +56,19 @@ export interface PodAttachment {
   agentPid: number;
   socketPath: string;
 }
+
+/** A host process of the lab: "host" runs in the node netns, "world" in the world netns. */
+export type LabHostRole = 'host' | 'world';
+
+export interface HostAgent {
+  readonly netns: string;
+  readonly agentPid: number;
+  readonly socketPath: string;
+}
+
+/** The node's end of the uplink (in the node netns) and the world's end (in the world netns). */
+export const UPLINK_IFNAME = 'uplink';
+export const WORLD_IFNAME = 'eth0';
 
 export interface ProbeTarget { ip: string; port: number; protocol: L4Protocol }
 export interface ProbeOutcome { connected: boolean; error?: string }
@@ -89,6 +118,7 @@ export class LabNetwork {
   readonly lab: string;
   readonly stateDir: string;
   readonly nodeNetns: string;
+  readonly worldNetns: string;
   /** Exactly the netns names this lab makes (a prefix alone would also match lab "a-b" for lab "a"). */
   private readonly ownNetns: RegExp;
 
@@ -100,7 +130,8 @@ export class LabNetwork {
     this.lab = opts.lab;
     this.stateDir = opts.stateDir;
     this.nodeNetns = `weir-${opts.lab}-node`;
-    this.ownNetns = new RegExp(`^weir-${opts.lab}-(node|w[0-9a-f]{10})$`);
+    this.worldNetns = `weir-${opts.lab}-world`;
+    this.ownNetns = new RegExp(`^weir-${opts.lab}-(node|world|w[0-9a-f]{10})$`);
   }
 
   podNetnsName(key: string): string {
@@ -138,6 +169,61 @@ export class LabNetwork {
       'net.ipv6.conf.all.accept_dad': '0',
       'net.ipv6.conf.default.accept_dad': '0',
     });
+  }
+
+  /**
+   * The world netns and the node's uplink to it, with addresses and routes (see the top of this
+   * file). Call after createNode. Idempotent: an existing world is replaced.
+   */
+  async createUplink(): Promise<void> {
+    const node = this.nodeNetns;
+    const world = this.worldNetns;
+    if (!(await netnsExists(node))) throw new Error(`uplink: node netns ${node} does not exist (call createNode first)`);
+    await runIdempotent('ip', ['-n', node, 'link', 'del', UPLINK_IFNAME]);
+    await ipNetnsDel(world);
+    await ipNetnsAdd(world);
+    await sysctls(world, {
+      'net.ipv6.conf.all.accept_dad': '0',
+      'net.ipv6.conf.default.accept_dad': '0',
+      'net.ipv4.conf.all.rp_filter': '0',
+      'net.ipv4.conf.default.rp_filter': '0',
+    });
+    await run('ip', ['-n', world, 'link', 'set', 'lo', 'up']);
+    await run('ip', ['-n', node, 'link', 'add', 'name', UPLINK_IFNAME, 'type', 'veth', 'peer', 'name', WORLD_IFNAME, 'netns', world]);
+    await run('ip', ['-n', node, 'addr', 'add', `${LAB_NODE_V4}/24`, 'dev', UPLINK_IFNAME]);
+    await run('ip', ['-n', node, 'addr', 'add', `${LAB_NODE_V6}/64`, 'dev', UPLINK_IFNAME, 'nodad']);
+    await run('ip', ['-n', node, 'link', 'set', UPLINK_IFNAME, 'up']);
+    await run('ip', ['-n', world, 'addr', 'add', `${LAB_WORLD_V4}/24`, 'dev', WORLD_IFNAME]);
+    await run('ip', ['-n', world, 'addr', 'add', `${LAB_WORLD_V6}/64`, 'dev', WORLD_IFNAME, 'nodad']);
+    await run('ip', ['-n', world, 'link', 'set', WORLD_IFNAME, 'up']);
+    // The world reaches the pods (whatever their addresses) through the node.
+    await run('ip', ['-n', world, 'route', 'replace', 'default', 'via', LAB_NODE_V4, 'dev', WORLD_IFNAME]);
+    await run('ip', ['-n', world, '-6', 'route', 'replace', 'default', 'via', LAB_NODE_V6, 'dev', WORLD_IFNAME]);
+  }
+
+  /**
+   * (Re)starts the host process of `role` serving `ports`: in the node netns ("host") or the world
+   * netns ("world"). Resolves once it answers a ping.
+   */
+  async startHostAgent(role: LabHostRole, ports: PodPort[], old?: HostAgent): Promise<HostAgent> {
+    const netns = role === 'host' ? this.nodeNetns : this.worldNetns;
+    if (!(await netnsExists(netns))) throw new Error(`${role}: netns ${netns} does not exist`);
+    const base = path.join(this.podsDir, `_${role}`);
+    await this.stopHostAgent(role, old);
+    const agentPid = await this.startAgent({ key: role, ipv4: '', ipv6: '', ports }, netns, base);
+    return { netns, agentPid, socketPath: `${base}.sock` };
+  }
+
+  /** Stops the host process of `role` (given, or found through its pid file). Idempotent. */
+  async stopHostAgent(role: LabHostRole, known?: HostAgent): Promise<void> {
+    const base = path.join(this.podsDir, `_${role}`);
+    const pids = new Set<number>();
+    if (known && known.agentPid > 0) pids.add(known.agentPid);
+    const filePid = readPidFile(`${base}.pid`);
+    if (filePid) pids.add(filePid);
+    await Promise.all([...pids].map((pid) => stopAgent(pid, `${base}.sock`)));
+    fs.rmSync(`${base}.sock`, { force: true });
+    fs.rmSync(`${base}.pid`, { force: true });
   }
 
   /**
@@ -299,7 +385,7 @@ export class LabNetwork {
     }
     await Promise.all([...agents].map(([pid, sock]) => stopAgent(pid, sock)));
 
-    // Pods first, so no pod veth is torn down by the node's deletion while its agent lingers.
+    // Pods (and the world) first, so no veth is torn down by the node's deletion while its agent lingers.
     const pods = namespaces.filter((n) => n !== this.nodeNetns);
     await Promise.all(pods.map((n) => ipNetnsDel(n)));
     if (namespaces.includes(this.nodeNetns)) await ipNetnsDel(this.nodeNetns);

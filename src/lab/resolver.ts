@@ -25,6 +25,12 @@ export function labResolver(state: () => LabState): Resolver {
     peer(ip, identity) {
       const name = index().get(ip);
       if (name) return { name, kind: 'pod' };
+      const s = state();
+      // The node's own addresses: named after the Node object, when there is one.
+      if (s.host && (ip === s.host.ipv4 || ip === s.host.ipv6)) {
+        const node = s.objects.find((o) => o.kind === 'Node');
+        return node ? { name: node.name, kind: 'host' } : { kind: 'host' };
+      }
       return { kind: RESERVED_IDENTITY_KIND[identity] ?? 'world' };
     },
     rule(id) {

@@ -22,6 +22,17 @@ export interface LabPodState {
   readonly ports: readonly string[];
 }
 
+/** A host process of the lab: "host" (in the node netns) or "world" (in the world netns). */
+export interface LabHostState {
+  readonly netns: string;
+  readonly ipv4: string;
+  readonly ipv6: string;
+  readonly agentPid: number;
+  readonly socketPath: string;
+  /** ports it serves, "22/TCP" (the Node object's lab.weir.dev/ports) */
+  readonly ports: readonly string[];
+}
+
 export interface LabState {
   readonly version: 1;
   readonly name: string;
@@ -31,6 +42,10 @@ export interface LabState {
   objects: KubeObject[];
   pods: Record<string, LabPodState>;
   ids: IdState;
+  /** the node's own processes (absent in a state written before the lab had an uplink) */
+  host?: LabHostState;
+  /** the outside client behind the node's uplink */
+  world?: LabHostState;
 }
 
 export function checkLabName(name: string): void {

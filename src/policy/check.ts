@@ -74,7 +74,7 @@ export function checkPolicies(opts: PolicyCheckOptions): PolicyCheckResult {
   // Offline, a namespace without a manifest is assumed to exist (with only the label the API
   // server sets), so a policy file can be checked on its own.
   const declared = new Set(loaded.filter((o) => o.kind === 'Namespace').map((o) => o.name));
-  const implicit = [...new Set(loaded.flatMap((o) => (o.kind === 'Namespace' ? [] : [o.namespace])))]
+  const implicit = [...new Set(loaded.flatMap((o) => (o.kind === 'Namespace' || o.kind === 'Node' ? [] : [o.namespace])))]
     .filter((ns) => ns !== 'default' && !declared.has(ns)).sort();
   const objects: KubeObject[] = [
     ...implicit.map((name): KubeObject => ({ kind: 'Namespace', name, labels: { 'kubernetes.io/metadata.name': name } })),

@@ -311,7 +311,20 @@ function namedPortNumbers(ports: readonly ContainerPort[], name: string, protoco
 
 interface Raw { proto: number; port: number; bits: number; rank: number; ruleId: number }
 
-export function compilePolicy(cluster: ClusterSnapshot, placed: readonly PlacedPod[], ids: IdAllocator): CompiledDatapath {
+/** What compilePolicy knows beyond the cluster and its placed pods. */
+export interface CompileOptions {
+  /**
+   * The node's own addresses. They go into the endpoint map with identity HOST (key HOST_ENDPOINT_KEY,
+   * id 0, no flags), so traffic between a pod and its node is allowed under ALLOW_HOST even when
+   * the pod is isolated, as NetworkPolicy requires. An address a pod holds stays the pod's.
+   */
+  readonly hostIps?: readonly string[];
+}
+
+/** The endpoint-map key of the node's own addresses. */
+export const HOST_ENDPOINT_KEY = '(host)';
+
+export function compilePolicy(cluster: ClusterSnapshot, placed: readonly PlacedPod[], ids: IdAllocator, opts: CompileOptions = {}): CompiledDatapath {
   // 1. identities of the pods that exist
   const identities = new Map<number, Identity>();
   const podIdentity = new Map<string, number>();
@@ -474,6 +487,9 @@ export function compilePolicy(cluster: ClusterSnapshot, placed: readonly PlacedP
     const entry: EndpointEntry = { key, id: ids.endpoint(key), identity, ifindex, flags: EP_LOCAL | podAudit | (endpointFlags.get(identity) ?? 0) };
     for (const ip of ips) endpoints.set(ip, entry);
   }
+  // 7. the node's own addresses: identity HOST (never policed as a peer, see step 5)
+  const host: EndpointEntry = { key: HOST_ENDPOINT_KEY, id: 0, identity: Identity.HOST, ifindex: 0, flags: 0 };
+  for (const ip of opts.hostIps ?? []) if (!endpoints.has(ip)) endpoints.set(ip, host);
 
   const info = new Map<number, IdentityInfo>();
   for (const i of identities.values()) info.set(i.id, { namespace: i.namespace, labels: i.podLabels });

@@ -2,7 +2,7 @@ import test from 'node:test';
 import assert from 'node:assert/strict';
 import { ClusterState } from '../../src/datastore/cluster.js';
 import { parseManifestText, type ManifestProblem } from '../../src/datastore/manifest.js';
-import { compilePolicy, EP_ISOLATED_EGRESS, EP_ISOLATED_INGRESS, EP_LOCAL, type CompiledDatapath, type PlacedPod } from '../../src/policy/compile.js';
+import { compilePolicy, EP_ISOLATED_EGRESS, EP_ISOLATED_INGRESS, EP_LOCAL, HOST_ENDPOINT_KEY, type CompiledDatapath, type PlacedPod } from '../../src/policy/compile.js';
 import { IdAllocator } from '../../src/policy/ids.js';
 import { EndpointFlag, Identity } from '../../src/datapath/abi.js';
 import type { Pod } from '../../src/datastore/objects.js';
@@ -285,4 +285,22 @@ test('audit mode on a namespace or a pod flags its endpoints both ways', () => {
   const { out } = build(BASE_AUDIT_NS);
   assert.equal(out.endpoints.get('10.244.0.3')!.flags & (EndpointFlag.AUDIT_INGRESS | EndpointFlag.AUDIT_EGRESS), EndpointFlag.AUDIT_INGRESS | EndpointFlag.AUDIT_EGRESS);
   assert.equal(out.endpoints.get('10.244.0.1')!.flags & (EndpointFlag.AUDIT_INGRESS | EndpointFlag.AUDIT_EGRESS), 0);
+});
+
+test('hostIps: the node\'s addresses are endpoints with identity HOST; without the option nothing changes', () => {
+  const problems: ManifestProblem[] = [];
+  const objects = parseManifestText(BASE, 't.yaml', problems);
+  assert.deepEqual(problems, []);
+  const cluster = new ClusterState(objects.map((o) => o.object));
+  const placed: PlacedPod[] = [...cluster.pods.values()].map((pod: Pod, i) => ({ pod, ips: pod.ips, ifindex: 10 + i }));
+  const plain = compilePolicy(cluster, placed, new IdAllocator());
+  assert.equal(plain.endpoints.size, 4);
+  // 10.244.0.1 is a pod's: a pod's address is never taken over by the host.
+  const out = compilePolicy(cluster, placed, new IdAllocator(), { hostIps: ['10.243.0.1', 'fd00:10:243::1', '10.244.0.1'] });
+  assert.equal(out.endpoints.size, 6);
+  for (const ip of ['10.243.0.1', 'fd00:10:243::1']) {
+    assert.deepEqual(out.endpoints.get(ip), { key: HOST_ENDPOINT_KEY, id: 0, identity: Identity.HOST, ifindex: 0, flags: 0 });
+  }
+  assert.equal(out.endpoints.get('10.244.0.1')!.key, 'x/a');
+  assert.equal(out.policy.size, 0);
 });
