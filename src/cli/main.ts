@@ -15,6 +15,7 @@ import { explainLab, formatExplanation } from '../policy/explain.js';
 import { requirePrivileges } from '../datapath/privileges.js';
 import { formatProblem, ManifestError } from '../datastore/manifest.js';
 import { ClusterStateError } from '../datastore/cluster.js';
+import { DEFAULT_FAILSAFE_INBOUND, DEFAULT_FAILSAFE_OUTBOUND, FailsafeConfigError } from '../policy/failsafe.js';
 
 function portNumber(value: string): number {
   const n = Number(value);
@@ -134,18 +135,27 @@ export function buildCli(): Command {
 
   const policy = program.command('policy').description('NetworkPolicy tools: check works offline with no privileges; explain asks a running lab');
   policy.command('check').description('validate manifests offline (every error with its field path); with pods, print who may talk to whom per port')
-    .addOption(new Option('-f, --filename <file...>', 'Kubernetes YAML files (NetworkPolicy, Namespace, Pod)').makeOptionMandatory())
+    .addOption(new Option('-f, --filename <file...>', 'Kubernetes YAML files (NetworkPolicy, Namespace, Pod, HostEndpoint, GlobalNetworkPolicy)').makeOptionMandatory())
     .option('--pods <file...>', 'Pod manifests (status.podIP used when given, else addresses as the lab assigns them)')
     .option('--port <port>', 'only this port (default: every port the policies name)', portNumber)
     .addOption(new Option('--protocol <protocol>', 'with --port its protocol (default TCP); without, only the policies\' ports of it').choices(['TCP', 'UDP', 'SCTP']))
     .option('-6, --ipv6', 'evaluate the pods\' IPv6 addresses')
     .addOption(new Option('-o, --output <format>', 'output format').choices(['table', 'json']).default('table'))
-    .action((o: { filename: string[]; pods?: string[]; port?: number; protocol?: 'TCP' | 'UDP' | 'SCTP'; ipv6?: boolean; output: string }) => {
+    .option('--failsafe-inbound <spec>', `failsafe ports to the host, for host policy warnings ("" for none; default "${DEFAULT_FAILSAFE_INBOUND}")`)
+    .option('--failsafe-outbound <spec>', `failsafe ports from the host ("" for none; default "${DEFAULT_FAILSAFE_OUTBOUND}")`)
+    .option('--no-failsafes', 'assume failsafe ports are disabled (a host policy can then lock you out of the node)')
+    .action((o: { filename: string[]; pods?: string[]; port?: number; protocol?: 'TCP' | 'UDP' | 'SCTP'; ipv6?: boolean; output: string;
+      failsafeInbound?: string; failsafeOutbound?: string; failsafes: boolean }) => {
       let result;
       try {
         result = checkPolicies({
           files: o.filename, family: o.ipv6 ? 6 : 4,
           ...(o.pods ? { pods: o.pods } : {}), ...(o.port !== undefined ? { port: o.port } : {}), ...(o.protocol ? { protocol: o.protocol } : {}),
+          failsafes: {
+            ...(o.failsafeInbound !== undefined ? { inbound: o.failsafeInbound } : {}),
+            ...(o.failsafeOutbound !== undefined ? { outbound: o.failsafeOutbound } : {}),
+            disabled: !o.failsafes,
+          },
         });
       } catch (err) {
         // Every problem on its own line, then exit 1.
@@ -155,13 +165,21 @@ export function buildCli(): Command {
         } else if (err instanceof ClusterStateError) {
           console.error(`weir: ${err.problems.length} problem${err.problems.length === 1 ? '' : 's'}:`);
           for (const p of err.problems) console.error(`  ${p}`);
+        } else if (err instanceof FailsafeConfigError) {
+          console.error(`weir: ${err.message}`);
         } else {
           throw err;
         }
         process.exitCode = 1;
         return;
       }
-      console.log(o.output === 'json' ? JSON.stringify(result) : formatCheck(result));
+      if (o.output === 'json') {
+        // stdout stays one JSON object; the warnings are in it and, so nobody misses them, on stderr
+        for (const w of result.warnings) console.error(`weir: warning: ${w}`);
+        console.log(JSON.stringify(result));
+      } else {
+        console.log(formatCheck(result));
+      }
     });
 
   policy.command('explain').description('in the lab: the verdict of one flow and the policies/rules that decide it, from the reference evaluator and from the datapath, side by side')

@@ -1,7 +1,9 @@
-// The datastore's view of the cluster: the current Namespaces, Pods and NetworkPolicies. Changes
+// The datastore's view of the cluster: the current Namespaces, Pods, NetworkPolicies, the Node,
+// and the host protection objects (HostEndpoints, GlobalNetworkPolicies). Changes
 // come in as whole objects (an applied object replaces the previous version, labels included, as
 // `kubectl replace` does) and are checked as a batch first, so a bad batch changes nothing.
 import type { KubeObject, Namespace, NetworkPolicy, Node, Pod } from './objects.js';
+import type { GlobalNetworkPolicy, HostEndpoint } from './host-objects.js';
 import { describeObject, objectKey } from './objects.js';
 
 /** Namespaces that exist without a manifest, as in a new cluster. */
@@ -34,6 +36,9 @@ export class ClusterState implements ClusterSnapshot {
   readonly policies = new Map<string, NetworkPolicy>();
   /** The lab's Node object, by name (at most one: a lab is one node). */
   readonly nodes = new Map<string, Node>();
+  /** Host protection (cluster-scoped, by name). Validated and kept here; not enforced yet. */
+  readonly hostEndpoints = new Map<string, HostEndpoint>();
+  readonly globalPolicies = new Map<string, GlobalNetworkPolicy>();
 
   /** The Node object, if one was given. */
   get node(): Node | undefined {
@@ -50,7 +55,8 @@ export class ClusterState implements ClusterSnapshot {
   /** Every object, less built-in namespaces nobody changed. */
   objects(): KubeObject[] {
     const namespaces = [...this.namespaces.values()].filter((ns) => !isUntouchedBuiltin(ns));
-    return [...namespaces, ...this.nodes.values(), ...this.pods.values(), ...this.policies.values()];
+    return [...namespaces, ...this.nodes.values(), ...this.pods.values(), ...this.policies.values(),
+      ...this.hostEndpoints.values(), ...this.globalPolicies.values()];
   }
 
   /** Creates or replaces objects. Checked as a whole first: on error nothing changes. */
@@ -93,6 +99,8 @@ export class ClusterState implements ClusterSnapshot {
       case 'Pod': return this.pods as Map<string, KubeObject>;
       case 'NetworkPolicy': return this.policies as Map<string, KubeObject>;
       case 'Node': return this.nodes as Map<string, KubeObject>;
+      case 'HostEndpoint': return this.hostEndpoints as Map<string, KubeObject>;
+      case 'GlobalNetworkPolicy': return this.globalPolicies as Map<string, KubeObject>;
     }
   }
 
@@ -116,6 +124,18 @@ export class ClusterState implements ClusterSnapshot {
       const names = [...this.nodes.keys()].sort();
       problems.push(`Node ${names[1]}: metadata.name: "${names[1]}": at most one Node (the lab is one node; Node ${names[0]} is it)`);
     }
+    // One HostEndpoint per node and interface ("*" included): two would make which one covers the
+    // interface an accident.
+    const covers = new Map<string, string>();
+    for (const hep of [...this.hostEndpoints.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))) {
+      const key = `${hep.node}\u0000${hep.interfaceName}`;
+      const other = covers.get(key);
+      if (other) {
+        problems.push(`HostEndpoint ${hep.name}: spec.interfaceName: ${JSON.stringify(hep.interfaceName)}: node ${hep.node} ${hep.interfaceName === '*' ? 'all interfaces ("*")' : `interface ${hep.interfaceName}`} is already covered by HostEndpoint ${other}; one HostEndpoint per node and interface`);
+      } else {
+        covers.set(key, hep.name);
+      }
+    }
     if (problems.length > 0) throw new ClusterStateError(problems);
   }
 
@@ -126,11 +146,14 @@ export class ClusterState implements ClusterSnapshot {
     for (const [k, v] of this.pods) c.pods.set(k, v);
     for (const [k, v] of this.policies) c.policies.set(k, v);
     for (const [k, v] of this.nodes) c.nodes.set(k, v);
+    for (const [k, v] of this.hostEndpoints) c.hostEndpoints.set(k, v);
+    for (const [k, v] of this.globalPolicies) c.globalPolicies.set(k, v);
     return c;
   }
 
   private adopt(other: ClusterState): void {
-    for (const [mine, theirs] of [[this.namespaces, other.namespaces], [this.pods, other.pods], [this.policies, other.policies], [this.nodes, other.nodes]] as const) {
+    for (const [mine, theirs] of [[this.namespaces, other.namespaces], [this.pods, other.pods], [this.policies, other.policies], [this.nodes, other.nodes],
+      [this.hostEndpoints, other.hostEndpoints], [this.globalPolicies, other.globalPolicies]] as const) {
       (mine as Map<string, unknown>).clear();
       for (const [k, v] of theirs) (mine as Map<string, unknown>).set(k, v);
     }

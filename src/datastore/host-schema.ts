@@ -7,7 +7,7 @@ import { z } from 'zod';
 import { isIP } from 'node:net';
 import { networkPolicySchema, isIanaSvcName } from './schema.js';
 import { parseCidr } from './cidr.js';
-import { fieldPath } from './manifest.js';
+import { fieldPath } from './field-path.js';
 import type { LabelSelector, PolicyType } from './objects.js';
 import { HOST_API_VERSION, PROTOCOL_NUMBERS } from './host-objects.js';
 import type { EntityRule, GlobalNetworkPolicy, GlobalRule, HostEndpoint, HostObject, PortMatch, RuleProtocol } from './host-objects.js';

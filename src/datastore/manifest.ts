@@ -5,10 +5,14 @@ import { readFileSync } from 'node:fs';
 import { parseAllDocuments } from 'yaml';
 import type { z } from 'zod';
 import type { KubeObject } from './objects.js';
-import { describeObject, objectKey } from './objects.js';
+import { describeObject, isClusterScoped, objectKey } from './objects.js';
+import { fieldPath } from './field-path.js';
+import { globalNetworkPolicySchema, hostEndpointSchema, normalizeGlobalNetworkPolicy, normalizeHostEndpoint } from './host-schema.js';
 import {
   namespaceSchema, networkPolicySchema, nodeSchema, normalizeNamespace, normalizeNetworkPolicy, normalizeNode, normalizePod, podSchema,
 } from './schema.js';
+
+export { fieldPath };
 
 export interface ManifestProblem {
   readonly file: string;
@@ -46,16 +50,12 @@ const KINDS = {
   Pod: { schema: podSchema, normalize: (raw: unknown, ns: string) => normalizePod(raw as z.infer<typeof podSchema>, ns) },
   NetworkPolicy: { schema: networkPolicySchema, normalize: (raw: unknown, ns: string) => normalizeNetworkPolicy(raw as z.infer<typeof networkPolicySchema>, ns) },
   Node: { schema: nodeSchema, normalize: (raw: unknown) => normalizeNode(raw as z.infer<typeof nodeSchema>) },
+  // host protection (weir.dev/v1alpha1, cluster-scoped): validated and held by ClusterState; the
+  // lab refuses them until the datapath enforces them
+  HostEndpoint: { schema: hostEndpointSchema, normalize: (raw: unknown) => normalizeHostEndpoint(raw as z.infer<typeof hostEndpointSchema>) },
+  GlobalNetworkPolicy: { schema: globalNetworkPolicySchema, normalize: (raw: unknown) => normalizeGlobalNetworkPolicy(raw as z.infer<typeof globalNetworkPolicySchema>) },
 } as const;
 
-export function fieldPath(path: readonly PropertyKey[]): string {
-  let out = '';
-  for (const seg of path) {
-    if (typeof seg === 'number') out += `[${seg}]`;
-    else out += out ? `.${String(seg)}` : String(seg);
-  }
-  return out;
-}
 
 function valueAt(root: unknown, path: readonly PropertyKey[]): unknown {
   let cur: unknown = root;
@@ -90,7 +90,7 @@ export function parseObject(raw: unknown, where: { file: string; document: numbe
     return undefined;
   }
   const spec = KINDS[kind as keyof typeof KINDS];
-  const object = describeObject({ kind, name, ...(kind === 'Namespace' || kind === 'Node' ? {} : { namespace }) });
+  const object = describeObject({ kind, name, ...(isClusterScoped(kind) ? {} : { namespace }) });
   const result = spec.schema.safeParse(raw);
   if (!result.success) {
     for (const issue of result.error.issues) {

@@ -2,6 +2,8 @@
 // these by manifest.ts (files) and, later, by the Kubernetes datastore; nothing downstream of the
 // datastore ever sees an unvalidated object.
 
+import type { GlobalNetworkPolicy, HostEndpoint } from './host-objects.js';
+
 export type Labels = Readonly<Record<string, string>>;
 
 export type SelectorOperator = 'In' | 'NotIn' | 'Exists' | 'DoesNotExist';
@@ -109,12 +111,25 @@ export interface Node {
 /** The annotation on a Node listing the ports its host processes serve in the lab. */
 export const NODE_PORTS_ANNOTATION = 'lab.weir.dev/ports';
 
-export type KubeObject = Namespace | Pod | NetworkPolicy | Node;
+export type KubeObject = Namespace | Pod | NetworkPolicy | Node | HostEndpoint | GlobalNetworkPolicy;
 export type KubeKind = KubeObject['kind'];
+/** The objects that live in a namespace. */
+export type NamespacedObject = Extract<KubeObject, { readonly namespace: string }>;
 
-/** "namespace/name" for namespaced objects, "name" for cluster-scoped ones (Namespace, Node). */
+const CLUSTER_SCOPED: ReadonlySet<string> = new Set(['Namespace', 'Node', 'HostEndpoint', 'GlobalNetworkPolicy']);
+
+/** Namespace, Node, HostEndpoint and GlobalNetworkPolicy have no namespace. */
+export function isClusterScoped(kind: string): boolean {
+  return CLUSTER_SCOPED.has(kind);
+}
+
+export function isNamespaced(obj: KubeObject): obj is NamespacedObject {
+  return !isClusterScoped(obj.kind);
+}
+
+/** "namespace/name" for namespaced objects, "name" for cluster-scoped ones. */
 export function objectKey(obj: KubeObject): string {
-  return obj.kind === 'Namespace' || obj.kind === 'Node' ? obj.name : `${obj.namespace}/${obj.name}`;
+  return isNamespaced(obj) ? `${obj.namespace}/${obj.name}` : obj.name;
 }
 
 /** How errors and logs name an object: `NetworkPolicy x/deny-all`. */

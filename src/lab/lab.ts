@@ -47,6 +47,7 @@ export class Lab {
     checkLabName(name);
     if (labExists(name)) throw new Error(`lab "${name}" is already up; change it with \`weir lab apply\`, or remove it with \`weir lab down\``);
     const objects = loadManifests(files).map((o) => o.object);
+    refuseHostProtection(objects);
     const cluster = new ClusterState(objects); // validates references before anything is created
     requirePrivileges('weir lab up');
     const network = new LabNetwork({ lab: name, stateDir: labDir(name) });
@@ -80,6 +81,7 @@ export class Lab {
   /** Creates or replaces objects. A bad batch changes nothing. */
   async apply(files: readonly string[]): Promise<LabChange> {
     const objects = loadManifests(files).map((o) => o.object);
+    refuseHostProtection(objects);
     const cluster = this.cluster();
     cluster.apply(objects);
     return this.reconcile(cluster);
@@ -226,6 +228,21 @@ export class Lab {
 }
 
 /** What a reconcile changed, object by object, for the CLI to report. */
+export class HostProtectionNotEnforcedError extends Error {
+  constructor(readonly objects: readonly string[]) {
+    super(objects.map((o) => `${o}: host protection is not enforced by this version's lab yet; the batch was refused`).join('\n'));
+    this.name = 'HostProtectionNotEnforcedError';
+  }
+}
+
+/** HostEndpoint and GlobalNetworkPolicy validate (`weir policy check`), but the lab's datapath
+ * does not enforce them yet. Accepting them would show a protection that is not there, so a
+ * batch holding any is refused whole, before anything changes. */
+export function refuseHostProtection(objects: readonly KubeObject[]): void {
+  const host = objects.filter((o) => o.kind === 'HostEndpoint' || o.kind === 'GlobalNetworkPolicy').map((o) => describeObject(o));
+  if (host.length > 0) throw new HostProtectionNotEnforcedError(host);
+}
+
 function diffObjects(before: readonly KubeObject[], after: readonly KubeObject[]): LabChange {
   const id = (o: KubeObject) => `${o.kind}|${objectKey(o)}`;
   const old = new Map(before.map((o) => [id(o), o]));

@@ -1,8 +1,12 @@
-// `weir policy check`: offline validation of Kubernetes manifests and, when pods are known, who
-// may talk to whom, as the reference evaluator (reference.ts) says. No cluster, lab or privileges.
+// `weir policy check`: offline validation of Kubernetes manifests (host protection objects
+// included, with warnings about failsafe ports) and, when pods are known, who may talk to whom,
+// as the reference evaluator (reference.ts) says. No cluster, lab or privileges.
 import { ClusterState } from '../datastore/cluster.js';
 import { loadManifests } from '../datastore/manifest.js';
 import type { KubeObject, L4Protocol, NetworkPolicy, Pod } from '../datastore/objects.js';
+import { describeObject, isNamespaced } from '../datastore/objects.js';
+import type { GlobalNetworkPolicy } from '../datastore/host-objects.js';
+import { failsafesFrom, shadowedFailsafes, type FailsafeSettings, type Failsafes } from './failsafe.js';
 import { assignAddresses } from '../lab/addresses.js';
 import { formatProbeTable, type ProbeResult } from '../lab/probe.js';
 import { evaluate, type Decision } from './reference.js';
@@ -17,6 +21,8 @@ export interface PolicyCheckOptions {
   /** with `port`, its protocol (default TCP); without, only the policies' ports of this protocol */
   readonly protocol?: L4Protocol;
   readonly family?: 4 | 6;
+  /** failsafe ports the host protection warnings assume (default: the default lists) */
+  readonly failsafes?: FailsafeSettings;
 }
 
 export interface CheckProbeResult extends ProbeResult {
@@ -34,6 +40,10 @@ export interface PolicyCheckResult {
   readonly objects: number;
   readonly policies: number;
   readonly pods: number;
+  readonly hostEndpoints: number;
+  readonly globalPolicies: number;
+  /** not errors, but likely surprises: Deny rules that failsafes override, failsafes disabled */
+  readonly warnings: string[];
   /** not errors: things worth knowing (e.g. namespaces assumed to exist) */
   readonly notes: string[];
   /** pod -> the addresses the matrix used */
@@ -68,13 +78,14 @@ const DEFAULT_PORT = { protocol: 'TCP' as const, port: 80 };
 /** Validates every object (throws ManifestError or ClusterStateError listing every problem) and,
  * with pods, evaluates every pod to every pod (itself included) on each port. */
 export function checkPolicies(opts: PolicyCheckOptions): PolicyCheckResult {
+  const failsafes = failsafesFrom(opts.failsafes); // throws FailsafeConfigError
   const loaded = loadManifests([...opts.files, ...(opts.pods ?? [])]).map((o) => o.object);
   const notes: string[] = [];
 
   // Offline, a namespace without a manifest is assumed to exist (with only the label the API
   // server sets), so a policy file can be checked on its own.
   const declared = new Set(loaded.filter((o) => o.kind === 'Namespace').map((o) => o.name));
-  const implicit = [...new Set(loaded.flatMap((o) => (o.kind === 'Namespace' || o.kind === 'Node' ? [] : [o.namespace])))]
+  const implicit = [...new Set(loaded.flatMap((o) => (isNamespaced(o) ? [o.namespace] : [])))]
     .filter((ns) => ns !== 'default' && !declared.has(ns)).sort();
   const objects: KubeObject[] = [
     ...implicit.map((name): KubeObject => ({ kind: 'Namespace', name, labels: { 'kubernetes.io/metadata.name': name } })),
@@ -84,6 +95,8 @@ export function checkPolicies(opts: PolicyCheckOptions): PolicyCheckResult {
   const cluster = new ClusterState(objects); // references and duplicate addresses
 
   const policies = [...cluster.policies.values()];
+  const globalPolicies = [...cluster.globalPolicies.values()];
+  const warnings = hostWarnings(globalPolicies, failsafes, opts.failsafes?.disabled === true);
 
   const pods = [...cluster.pods.values()].sort((a, b) => (`${a.namespace}/${a.name}` < `${b.namespace}/${b.name}` ? -1 : 1));
   // Addresses as the lab assigns them: the manifest's, else the lowest free pool address.
@@ -121,12 +134,43 @@ export function checkPolicies(opts: PolicyCheckOptions): PolicyCheckResult {
     })),
   }));
 
-  return { objects: loaded.length, policies: policies.length, pods: pods.length, notes, addresses, reports };
+  if (globalPolicies.length > 0 && reports.length > 0) {
+    notes.push('the matrix is pod to pod by NetworkPolicies; GlobalNetworkPolicies are validated but not evaluated in it');
+  }
+
+  return {
+    objects: loaded.length, policies: policies.length, pods: pods.length,
+    hostEndpoints: cluster.hostEndpoints.size, globalPolicies: globalPolicies.length,
+    warnings, notes, addresses, reports,
+  };
+}
+
+/** What a user of host protection should hear before enforcing: failsafes disabled (a policy can
+ * then lock operators out of the node), and every Deny rule that failsafes override. */
+export function hostWarnings(globalPolicies: readonly GlobalNetworkPolicy[], failsafes: Failsafes, disabled: boolean): string[] {
+  const warnings: string[] = [];
+  if (disabled || !failsafes.enabled) warnings.push('failsafe ports are disabled: a host policy can lock you out of the node');
+  const sorted = [...globalPolicies].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  for (const policy of sorted) {
+    const byRule = new Map<string, string[]>();
+    for (const s of shadowedFailsafes(policy, failsafes)) {
+      const field = `spec.${s.direction === 'Ingress' ? 'ingress' : 'egress'}[${s.index}]`;
+      const list = byRule.get(field) ?? [];
+      list.push(`${s.failsafe.protocol} ${s.failsafe.port}`);
+      byRule.set(field, list);
+    }
+    for (const [field, ports] of byRule) {
+      warnings.push(`${describeObject(policy)}: ${field}: this Deny rule would close failsafe${ports.length === 1 ? '' : 's'} ${ports.join(', ')}; failsafe ports stay open unless failsafes are disabled`);
+    }
+  }
+  return warnings;
 }
 
 export function formatCheck(r: PolicyCheckResult): string {
   const n = (count: number, what: string) => `${count} ${what}${count === 1 ? '' : what.endsWith('y') ? 'ies' : 's'}`.replace(/yies$/, 'ies');
-  const lines = [`${n(r.objects, 'object')} valid (${n(r.policies, 'NetworkPolicy')}, ${n(r.pods, 'Pod')})`];
+  const host = r.hostEndpoints + r.globalPolicies > 0 ? `, ${n(r.globalPolicies, 'GlobalNetworkPolicy')}, ${n(r.hostEndpoints, 'HostEndpoint')}` : '';
+  const lines = [`${n(r.objects, 'object')} valid (${n(r.policies, 'NetworkPolicy')}, ${n(r.pods, 'Pod')}${host})`];
+  for (const w of r.warnings) lines.push(`warning: ${w}`);
   for (const n of r.notes) lines.push(`note: ${n}`);
   for (const report of r.reports) {
     lines.push('');

@@ -172,6 +172,18 @@ spec:
     assert.equal(lab.cluster().policies.has('x/broken'), false);
     assert.equal(connected(await probeLab(lab.snapshot, { port: 80, protocol: 'TCP', timeoutMs: 1500 }), 'x/a', 'x/b'), false, 'enforcement unchanged');
 
+    // Host protection is not enforced yet: a batch holding it is refused whole, not half-applied.
+    const host = file('host.yaml', `${PODS.replace('labels: {app: other}', 'labels: {app: a}')}
+---
+apiVersion: weir.dev/v1alpha1
+kind: GlobalNetworkPolicy
+metadata: {name: deny-all}
+spec: {selector: {}, ingress: [{action: Deny}]}
+`);
+    await assert.rejects(lab.apply([host]), /GlobalNetworkPolicy deny-all: host protection is not enforced by this version's lab yet; the batch was refused/);
+    assert.equal(lab.cluster().pods.get('x/a')!.labels.app, 'other', 'nothing from the refused batch was applied');
+    assert.equal(lab.cluster().globalPolicies.size, 0);
+
     await assert.rejects(Lab.up(lab.name, [bad]), /already up/);
   });
 });

@@ -145,3 +145,75 @@ test('policy check -o json: one object with addresses, per-pair verdicts and dec
     assert.deepEqual(allowed.ingress, { verdict: 'allow', reason: 'policy', pod: 'x/b', rule: { policy: 'x/allow-a', direction: 'Ingress', index: 0 } });
   });
 });
+
+const HOST_POLICIES = `
+apiVersion: weir.dev/v1alpha1
+kind: HostEndpoint
+metadata: {name: node1, labels: {role: worker}}
+spec: {node: node1, interfaceName: "*", expectedIPs: [192.0.2.10]}
+---
+apiVersion: weir.dev/v1alpha1
+kind: GlobalNetworkPolicy
+metadata: {name: lockdown}
+spec:
+  order: 100
+  selector: {matchLabels: {role: worker}}
+  types: [Ingress, Egress]
+  ingress:
+  - {action: Allow, protocol: TCP, destination: {ports: [80]}}
+  - {action: Deny, protocol: TCP, destination: {ports: ["20:30"]}}
+  egress:
+  - {action: Deny, protocol: UDP}
+---
+apiVersion: weir.dev/v1alpha1
+kind: GlobalNetworkPolicy
+metadata: {name: harmless}
+spec: {selector: {}, ingress: [{action: Deny, protocol: TCP, destination: {ports: [8080]}}]}
+`;
+
+test('policy check: host protection objects validate; Deny rules closing failsafe ports are warned about', async () => {
+  await withFiles(async (file) => {
+    const { stdout } = await cli('policy', 'check', '-f', file('h.yaml', HOST_POLICIES));
+    const lines = stdout.trim().split('\n');
+    assert.equal(lines[0], '3 objects valid (0 NetworkPolicies, 0 Pods, 2 GlobalNetworkPolicies, 1 HostEndpoint)');
+    assert.deepEqual(lines.filter((l) => l.startsWith('warning: ')), [
+      'warning: GlobalNetworkPolicy lockdown: spec.ingress[1]: this Deny rule would close failsafe TCP 22; failsafe ports stay open unless failsafes are disabled',
+      'warning: GlobalNetworkPolicy lockdown: spec.egress[0]: this Deny rule would close failsafes UDP 53, UDP 67; failsafe ports stay open unless failsafes are disabled',
+    ]);
+    // other failsafe lists: the warnings follow them
+    const custom = await cli('policy', 'check', '-f', file('h2.yaml', HOST_POLICIES), '--failsafe-inbound', 'tcp:8080', '--failsafe-outbound', '', '-o', 'json');
+    const r = JSON.parse(custom.stdout) as PolicyCheckResult;
+    assert.equal(r.globalPolicies, 2);
+    assert.equal(r.hostEndpoints, 1);
+    assert.deepEqual(r.warnings, [
+      'GlobalNetworkPolicy harmless: spec.ingress[0]: this Deny rule would close failsafe TCP 8080; failsafe ports stay open unless failsafes are disabled',
+    ]);
+    assert.match(custom.stderr, /weir: warning: GlobalNetworkPolicy harmless/, 'json output repeats the warnings on stderr');
+  });
+});
+
+test('policy check --no-failsafes warns loudly; a bad failsafe list or host object fails with its field', async () => {
+  await withFiles(async (file) => {
+    const { stdout } = await cli('policy', 'check', '-f', file('h.yaml', HOST_POLICIES), '--no-failsafes');
+    assert.deepEqual(stdout.trim().split('\n').filter((l) => l.startsWith('warning: ')),
+      ['warning: failsafe ports are disabled: a host policy can lock you out of the node'], 'nothing is shadowed when there are no failsafes');
+
+    const badList = await fails('policy', 'check', '-f', file('h2.yaml', HOST_POLICIES), '--failsafe-inbound', 'tcp:22,tcp:99999');
+    assert.match(badList.stderr, /failsafeInbound: entry 2 "tcp:99999": port must be 1-65535/);
+
+    const bad = await fails('policy', 'check', '-f', file('bad.yaml', `
+apiVersion: weir.dev/v1alpha1
+kind: HostEndpoint
+metadata: {name: n1}
+spec: {node: n1, interfaceName: "eth0/1"}
+---
+apiVersion: weir.dev/v1alpha1
+kind: GlobalNetworkPolicy
+metadata: {name: g}
+spec: {selector: {}, ingress: [{action: Allow, destination: {ports: [22]}}]}
+`));
+    const lines = bad.stderr.trim().split('\n');
+    assert.ok(lines.some((l) => /bad\.yaml: document 1: HostEndpoint n1: spec\.interfaceName: "eth0\/1"/.test(l)), bad.stderr);
+    assert.ok(lines.some((l) => /bad\.yaml: document 2: GlobalNetworkPolicy g: spec\.ingress\[0\]/.test(l)), bad.stderr);
+  });
+});
