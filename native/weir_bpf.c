@@ -335,6 +335,21 @@ static void *get_handle(napi_env env, napi_value v, uint32_t magic, const char *
 	return p;
 }
 
+/* A program or a map handle (pin and close take either). */
+static struct fd_h *get_fd_handle(napi_env env, napi_value v)
+{
+	napi_valuetype t;
+	void *p = NULL;
+	napi_typeof(env, v, &t);
+	if (t == napi_external)
+		napi_get_value_external(env, v, &p);
+	if (!p || (*(uint32_t *)p != MAGIC_MAP && *(uint32_t *)p != MAGIC_PROG)) {
+		type_error(env, "expected a native BpfProgram or BpfMap handle");
+		return NULL;
+	}
+	return p;
+}
+
 static struct obj_h *get_obj(napi_env env, napi_value v, const char *op)
 {
 	struct obj_h *o = get_handle(env, v, MAGIC_OBJ, "BpfObject");
@@ -554,16 +569,9 @@ static napi_value js_mount_bpffs(napi_env env, napi_callback_info info)
 static napi_value js_pin(napi_env env, napi_callback_info info)
 {
 	ARGS(2);
-	napi_valuetype t;
-	void *p = NULL;
-	napi_typeof(env, argv[0], &t);
-	if (t == napi_external)
-		napi_get_value_external(env, argv[0], &p);
-	if (!p || (*(uint32_t *)p != MAGIC_MAP && *(uint32_t *)p != MAGIC_PROG)) {
-		type_error(env, "expected a native BpfProgram or BpfMap handle");
+	struct fd_h *h = get_fd_handle(env, argv[0]);
+	if (!h)
 		return NULL;
-	}
-	struct fd_h *h = p;
 	if (h->fd < 0) {
 		throw_closed(env, "pin");
 		return NULL;
@@ -623,16 +631,9 @@ static napi_value js_from_pin(napi_env env, napi_callback_info info)
 static napi_value js_close_handle(napi_env env, napi_callback_info info)
 {
 	ARGS(1);
-	napi_valuetype t;
-	void *p = NULL;
-	napi_typeof(env, argv[0], &t);
-	if (t == napi_external)
-		napi_get_value_external(env, argv[0], &p);
-	if (!p || (*(uint32_t *)p != MAGIC_MAP && *(uint32_t *)p != MAGIC_PROG)) {
-		type_error(env, "expected a native BpfProgram or BpfMap handle");
+	struct fd_h *h = get_fd_handle(env, argv[0]);
+	if (!h)
 		return NULL;
-	}
-	struct fd_h *h = p;
 	if (h->fd >= 0) {
 		close(h->fd);
 		h->fd = -1;

@@ -13,6 +13,8 @@ import { describeRecord, formatFlow, type FlowView, type Resolver } from './desc
 
 /** How often expired conntrack entries are collected (and their flow-end records made). */
 export const CONNTRACK_GC_INTERVAL_MS = 5_000;
+/** How often `weir lab observe` looks whether the lab's state (pod names) changed. */
+const STATE_RECHECK_MS = 200;
 
 export class FlowObserver {
   private reader?: RingBufferReader;
@@ -61,9 +63,15 @@ export class FlowObserver {
 export async function observeLab(name: string, opts: { json: boolean; durationMs?: number }): Promise<void> {
   const lab = Lab.open(name);
   // Another `weir lab apply` may change the lab while we watch: re-read its state when it changes.
+  // Names are looked up several times per record, so the file is checked at most every
+  // STATE_RECHECK_MS, not on every lookup.
   let state = lab.snapshot as LabState;
   let stamp = 0;
+  let checkedAt = 0;
   const current = (): LabState => {
+    const now = Date.now();
+    if (now - checkedAt < STATE_RECHECK_MS) return state;
+    checkedAt = now;
     try {
       const m = statSync(path.join(labDir(name), 'state.json')).mtimeMs;
       if (m !== stamp) { stamp = m; state = readLabState(name); }
