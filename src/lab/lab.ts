@@ -97,7 +97,9 @@ export class Lab {
   }
 
   cluster(): ClusterState {
-    return new ClusterState(this.state.objects.filter((o) => !(o.kind === 'Namespace' && o.name === 'default')));
+    // The state holds built-in namespaces only when they were applied (ClusterState.objects()),
+    // and an applied `default` Namespace replaces the built-in one here, labels included.
+    return new ClusterState(this.state.objects);
   }
 
   /** What the datapath was last given (recomputed from state; ids are stable). */

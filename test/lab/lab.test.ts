@@ -185,6 +185,15 @@ spec: {selector: {}, ingress: [{action: Deny}]}
     assert.equal(lab.cluster().globalPolicies.size, 0);
 
     await assert.rejects(Lab.up(lab.name, [bad]), /already up/);
+
+    // An applied `default` Namespace (here: with a label) is kept across CLI invocations.
+    await lab.apply([file('default-ns.yaml', 'apiVersion: v1\nkind: Namespace\nmetadata: {name: default, labels: {team: blue}}\n')]);
+    const reopened = Lab.open(lab.name);
+    try {
+      assert.equal(reopened.cluster().namespaces.get('default')!.labels.team, 'blue');
+    } finally {
+      reopened.close();
+    }
   });
 });
 
