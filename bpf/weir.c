@@ -38,7 +38,7 @@ int weir_ct_gc(struct __sk_buff *skb)
 {
 	struct weir_gc_ctx g = { .now = weir_now() };
 
-	bpf_for_each_map_elem(&weir_ct_v2, weir_ct_gc_one, &g, 0);
+	bpf_for_each_map_elem(&weir_ct_v3, weir_ct_gc_one, &g, 0);
 	return g.deleted;
 }
 
@@ -65,6 +65,18 @@ __attribute__((noinline, used)) int weir_btf_records(struct weir_flow_event *flo
 __attribute__((noinline, used)) int weir_btf_enums(enum weir_verdict verdict,
 						   enum weir_direction direction, enum weir_hook hook,
 						   struct weir_explain_result *explain)
+{
+	return 0;
+}
+
+__attribute__((noinline, used)) int weir_btf_host(struct weir_host_iface *hif, struct weir_gtier_key *tk,
+						  struct weir_gtier_value *tv, struct weir_grule *rule,
+						  enum weir_gaction action)
+{
+	return 0;
+}
+
+__attribute__((noinline, used)) int weir_btf_host_sets(struct weir_gset_key *sk, struct weir_gport_key *pk)
 {
 	return 0;
 }

@@ -17,7 +17,7 @@
 
 #include <linux/types.h>
 
-#define WEIR_EVENT_VERSION 1
+#define WEIR_EVENT_VERSION 2
 
 /* Reserved identities. Identities >= WEIR_ID_FIRST_DYNAMIC are label-set identities that user
  * space allocates, one per distinct (namespace, namespace labels, pod labels). */
@@ -31,6 +31,9 @@ enum weir_event_type {
 	WEIR_EV_DENY = 2,       /* denied packet(s) of a flow; rate-limited per flow, see count */
 	WEIR_EV_FLOW_END = 3,   /* a tracked flow ended: FIN both ways, RST, or conntrack expiry */
 	WEIR_EV_LOST = 4,       /* ring-buffer reservations that failed since the last LOST record */
+	WEIR_EV_LOG = 5,        /* a Log rule of a global policy matched a new flow (the rule is in
+	                           the rule id of the record's direction; verdict and reason: that
+	                           side's decision) */
 };
 
 enum weir_verdict {
@@ -77,7 +80,15 @@ enum weir_reason {
 	WEIR_R_DROP_CT_FULL = 13,        /* new flow could not be tracked (conntrack map full) */
 	WEIR_R_ALLOW_HOST = 14,          /* new flow between a pod and its own node: NetworkPolicy
 	                                    always allows it */
-	WEIR_R_MAX = 16,
+	WEIR_R_ALLOW_FAILSAFE = 15,      /* host endpoint: a failsafe port (before any policy) */
+	WEIR_R_ALLOW_GLOBAL = 16,        /* an Allow rule of a global policy */
+	WEIR_R_DENY_END_OF_TIER = 17,    /* global policies selected the endpoint this way, none of
+	                                    their rules decided or passed */
+	WEIR_R_DENY_HOST_DEFAULT = 18,   /* host endpoint, the host's own traffic, no global rule
+	                                    allowed it: default deny */
+	WEIR_R_ALLOW_FORWARDED = 19,     /* traffic forwarded through a host endpoint that no
+	                                    applyOnForward policy decided: allowed by default */
+	WEIR_R_MAX = 24,
 };
 
 /* Per-CPU counters that are not per-packet reasons (map weir_counters, indexed by these). */
@@ -101,14 +112,14 @@ enum weir_counter {
 
 /* ---- maps ---------------------------------------------------------------------------------- */
 
-/* The policy state comes in two copies, slot 0 and slot 1 (maps weir_endpoints_v2_0/_1,
+/* The policy state comes in two copies, slot 0 and slot 1 (maps weir_endpoints_v3_0/_1,
  * weir_policy_v3_0/_1, weir_prange_v1_0/_1, weir_ipcache_v1_0/_1). The programs judge a packet from the slot of the
  * policy generation they read once per packet (weir_config.generation & 1); user space fills the
  * other slot completely, then bumps the generation, which flips every map at once
  * (docs/datapath.md: atomic updates). */
 #define WEIR_SLOTS 2
 
-/* weir_endpoints_v2_N (hash): which endpoint holds an address. Key: a 16-byte address. */
+/* weir_endpoints_v3_N (hash): which endpoint holds an address. Key: a 16-byte address. */
 struct weir_ip_key {
 	__u8 addr[16];
 };
@@ -130,12 +141,24 @@ struct weir_ip_key {
 #define WEIR_EP_RANGE_RULES_INGRESS (1u << 10) /* some ingress key is a port-range block */
 #define WEIR_EP_RANGE_RULES_EGRESS (1u << 11)
 /* (bit 12: WEIR_EP_AUDIT_EGRESS, above) */
+/* The global tier (GlobalNetworkPolicy): a weir_gtier list exists for this identity ... */
+#define WEIR_EP_GLOBAL_INGRESS (1u << 13) /* ... for ingress, audit-mode policies left out */
+#define WEIR_EP_GLOBAL_EGRESS (1u << 14)
+#define WEIR_EP_GAUDIT_INGRESS (1u << 15) /* ... for ingress with audit-mode policies (some select it) */
+#define WEIR_EP_GAUDIT_EGRESS (1u << 16)
+/* The pod or its namespace (or, on a weir_host_iface, the host endpoint) is in audit mode: every
+ * denial on that side, global ones included, passes with verdict AUDIT. */
+#define WEIR_EP_AUDIT_ALL (1u << 17)
 
 struct weir_endpoint {
 	__u32 id;       /* endpoint id, stable for the endpoint's life, 0 = none */
-	__u32 identity; /* label-set identity */
+	__u32 identity; /* label-set identity; WEIR_ID_HOST for this node's addresses, WEIR_ID_WORLD
+	                   for another node's host-endpoint addresses */
 	__u32 ifindex;  /* host-side veth of a local pod; 0 = do not check the sending interface */
 	__u32 flags;    /* WEIR_EP_* */
+	__u32 sel_identity; /* what global-policy selectors see at this address: a pod's identity, or
+	                       the identity of the host endpoints whose expectedIPs list it; 0 = none */
+	__u32 pad;
 };
 
 /* CIDR classes: every distinct prefix the policy set's ipBlocks (cidr and except) name gets a
@@ -192,7 +215,91 @@ struct weir_policy_value {
 	__u32 rank;    /* the rule's position in the reference order; lower wins */
 };
 
-/* weir_ct_v2 (LRU hash): one entry per connection, keyed by the tuple of its first packet
+/* ---- host protection (docs/policy.md "Host protection") ------------------------------------ */
+
+/* weir_hostif_v1_N (hash, key __u32 ifindex): the host endpoint covering a host interface of this
+ * node that carries weir_from_host_dev/weir_to_host_dev (a HostEndpoint naming it, else the
+ * node's "*" endpoint). Key 0 is the node's "*" endpoint itself, which also covers traffic between
+ * the host and its own pods (judged at the pod hooks). No entry: the interface is not policed. */
+struct weir_host_iface {
+	__u32 id;       /* the host endpoint's endpoint id (records) */
+	__u32 identity; /* its identity: the subject of its weir_gtier lists */
+	__u32 flags;    /* WEIR_EP_AUDIT_ALL */
+	__u32 pad;
+};
+
+/* weir_gtier_v1_N (hash): the global tier of one subject (pod identity or host endpoint identity)
+ * in one direction: the rules of the global policies selecting it, in evaluation order, stored
+ * contiguously in weir_grules_v1_N. No entry = no global policy selects it that way. */
+#define WEIR_GT_FORWARDED 1u  /* for forwarded traffic: applyOnForward policies only */
+#define WEIR_GT_WITH_AUDIT 2u /* audit-mode policies included (for the audit verdict only) */
+
+struct weir_gtier_key {
+	__u32 identity;
+	__u8 direction; /* enum weir_direction: INGRESS or EGRESS */
+	__u8 variant;   /* WEIR_GT_* */
+	__u16 pad;
+};
+
+struct weir_gtier_value {
+	__u32 first; /* index of the first rule in weir_grules_v1_N */
+	__u32 count; /* 0: selected, no rules (end-of-tier deny) */
+};
+
+/* weir_grules_v1_N (array): compiled global rules. Every condition is a set id, 0 = no condition:
+ *  - *_sel: weir_gset {set, sel_identity of that side's address, 0} (selector, namespaceSelector)
+ *  - *_nets, *_not_nets: weir_gset {set, CIDR class of that side's address, 0}
+ *  - *_ports, *_not_ports: weir_gport {set, port} blocks, or weir_gset {set, sel_identity of that
+ *    side, proto << 16 | port} for named ports. Ports only exist for TCP, UDP and SCTP: for other
+ *    protocols (and later fragments) a ports condition never matches, a notPorts one always. */
+enum weir_gaction {
+	WEIR_GACT_ALLOW = 1,
+	WEIR_GACT_DENY = 2,
+	WEIR_GACT_PASS = 3, /* ends the global tier: the NetworkPolicy tier (or host default) decides */
+	WEIR_GACT_LOG = 4,  /* records the match (WEIR_EV_LOG) and goes on */
+};
+
+struct weir_grule {
+	__u32 rule_id;
+	__u8 action; /* enum weir_gaction */
+	__u8 proto;  /* 0 = any */
+	__u16 pad;
+	__u32 src_sel;
+	__u32 dst_sel;
+	__u32 src_nets;
+	__u32 dst_nets;
+	__u32 src_not_nets;
+	__u32 dst_not_nets;
+	__u32 src_ports;
+	__u32 dst_ports;
+	__u32 src_not_ports;
+	__u32 dst_not_ports;
+};
+
+/* weir_gset_v1_N (hash, value __u32 1): set membership. Sets 1 and 2 are the failsafe ports
+ * (inbound, outbound: member 0, port proto << 16 | port); compiled sets start at 16. */
+#define WEIR_GSET_FAILSAFE_IN 1
+#define WEIR_GSET_FAILSAFE_OUT 2
+#define WEIR_GSET_FIRST_DYNAMIC 16
+
+struct weir_gset_key {
+	__u32 set;
+	__u32 member;
+	__u32 port;
+};
+
+/* weir_gport_v1_N (LPM trie, value __u32 1): port blocks of a port set; an aligned block of 2^k
+ * ports has prefixlen WEIR_GPORT_PREFIX_SET + 16 - k. */
+struct weir_gport_key {
+	__u32 prefixlen;
+	__u32 set;
+	__be16 port;
+	__u16 pad;
+};
+
+#define WEIR_GPORT_PREFIX_SET 32
+
+/* weir_ct_v3 (LRU hash): one entry per connection, keyed by the tuple of its first packet
  * (the initiator's direction). Replies are found by looking up the reversed tuple. */
 struct weir_ct_key {
 	__u8 saddr[16];
@@ -215,6 +322,14 @@ struct weir_ct_key {
 #define WEIR_CT_AUDITED (1u << 9)      /* some decision passed only because of audit mode */
 #define WEIR_CT_SRC_VETH (1u << 10)    /* created at FROM_POD: ifindex is the source pod's veth,
                                           where the source address passed anti-spoofing */
+/* Host devices judge a flow once per hook: entering the node (IN, weir_from_host_dev) and leaving
+ * it (OUT, weir_to_host_dev), so a flow forwarded from one policed interface to another meets
+ * both host endpoints' forwarded policies. */
+#define WEIR_CT_HOSTDEV_IN_SEEN (1u << 11)  /* judged entering: later packets there pass */
+#define WEIR_CT_HOSTDEV_OUT_SEEN (1u << 12) /* judged leaving */
+#define WEIR_CT_HOSTDEV_IN_DENIED (1u << 13)  /* ... and denied: replies are refused, and its next
+                                                 packet there is judged again */
+#define WEIR_CT_HOSTDEV_OUT_DENIED (1u << 14)
 
 struct weir_ct_entry {
 	__u64 created_ns;   /* first packet; like every Weir timestamp, CLOCK_MONOTONIC at tick
@@ -238,7 +353,8 @@ struct weir_ct_entry {
 	__u16 flags;        /* WEIR_CT_* */
 	__u8 tcp_flags_fwd; /* OR of TCP flags seen per direction */
 	__u8 tcp_flags_rev;
-	__u32 pad;
+	__u32 forward_rule_id; /* rule of a host endpoint the flow was forwarded through
+	                          (applyOnForward; the last one that judged it); 0 = none */
 };
 
 /* weir_deny_rl_v2 (LRU hash, key struct weir_ct_key): rate limit of DENY records per flow, and
@@ -262,7 +378,7 @@ struct weir_config {
 	__u32 pad;
 };
 
-/* weir_stats_v1 (per-CPU array, index enum weir_reason). */
+/* weir_stats_v2 (per-CPU array, index enum weir_reason). */
 struct weir_stat {
 	__u64 packets;
 	__u64 bytes;
@@ -299,10 +415,11 @@ struct weir_flow_event {
 	__u32 dst_ep;
 	__u32 src_identity;
 	__u32 dst_identity;
-	__u32 egress_rule_id;  /* deciding rules; 0 = none (default deny, not isolated, ...) */
+	__u32 egress_rule_id;  /* deciding rules; 0 = none (default deny, not isolated, ...): the
+	                          source's egress and the destination's ingress, pod or host */
 	__u32 ingress_rule_id;
 	__u32 count;       /* DENY: packets this record stands for (1 + suppressed); 1 otherwise */
-	__u32 pad;
+	__u32 forward_rule_id; /* rule of a host endpoint the flow is forwarded through */
 	__u64 packets_fwd; /* FLOW_END: counters of the whole flow */
 	__u64 bytes_fwd;
 	__u64 packets_rev;
@@ -333,7 +450,13 @@ struct weir_explain_result {
 
 _Static_assert(sizeof(struct weir_explain_result) == 20, "weir_explain_result fills __sk_buff cb[5]");
 _Static_assert(sizeof(struct weir_ip_key) == 16, "weir_ip_key layout");
-_Static_assert(sizeof(struct weir_endpoint) == 16, "weir_endpoint layout");
+_Static_assert(sizeof(struct weir_endpoint) == 24, "weir_endpoint layout");
+_Static_assert(sizeof(struct weir_host_iface) == 16, "weir_host_iface layout");
+_Static_assert(sizeof(struct weir_gtier_key) == 8, "weir_gtier_key layout");
+_Static_assert(sizeof(struct weir_gtier_value) == 8, "weir_gtier_value layout");
+_Static_assert(sizeof(struct weir_grule) == 48, "weir_grule layout");
+_Static_assert(sizeof(struct weir_gset_key) == 12, "weir_gset_key layout");
+_Static_assert(sizeof(struct weir_gport_key) == 12, "weir_gport_key layout");
 _Static_assert(sizeof(struct weir_policy_key) == 12, "weir_policy_key layout");
 _Static_assert(sizeof(struct weir_prange_key) == 16, "weir_prange_key layout");
 _Static_assert(sizeof(struct weir_ipcache_key) == 20, "weir_ipcache_key layout");

@@ -74,14 +74,69 @@ static __always_inline __u64 weir_now(void)
 		__uint(pinning, LIBBPF_PIN_BY_NAME);                                               \
 	} name SEC(".maps")
 
-WEIR_ENDPOINTS_MAP(weir_endpoints_v2_0);
-WEIR_ENDPOINTS_MAP(weir_endpoints_v2_1);
+/* Host protection (weir_abi.h): host interfaces, global tiers, global rules, sets, port sets. */
+#define WEIR_HOSTIF_MAP(name)                                                                      \
+	struct {                                                                                   \
+		__uint(type, BPF_MAP_TYPE_HASH);                                                   \
+		__uint(max_entries, 1024);                                                         \
+		__type(key, __u32);                                                                \
+		__type(value, struct weir_host_iface);                                             \
+		__uint(pinning, LIBBPF_PIN_BY_NAME);                                               \
+	} name SEC(".maps")
+#define WEIR_GTIER_MAP(name)                                                                       \
+	struct {                                                                                   \
+		__uint(type, BPF_MAP_TYPE_HASH);                                                   \
+		__uint(max_entries, 65536);                                                        \
+		__uint(map_flags, BPF_F_NO_PREALLOC);                                              \
+		__type(key, struct weir_gtier_key);                                                \
+		__type(value, struct weir_gtier_value);                                            \
+		__uint(pinning, LIBBPF_PIN_BY_NAME);                                               \
+	} name SEC(".maps")
+#define WEIR_GRULES_MAP(name)                                                                      \
+	struct {                                                                                   \
+		__uint(type, BPF_MAP_TYPE_ARRAY);                                                  \
+		__uint(max_entries, 65536);                                                        \
+		__type(key, __u32);                                                                \
+		__type(value, struct weir_grule);                                                  \
+		__uint(pinning, LIBBPF_PIN_BY_NAME);                                               \
+	} name SEC(".maps")
+#define WEIR_GSET_MAP(name)                                                                        \
+	struct {                                                                                   \
+		__uint(type, BPF_MAP_TYPE_HASH);                                                   \
+		__uint(max_entries, 1 << 20);                                                      \
+		__uint(map_flags, BPF_F_NO_PREALLOC);                                              \
+		__type(key, struct weir_gset_key);                                                 \
+		__type(value, __u32);                                                              \
+		__uint(pinning, LIBBPF_PIN_BY_NAME);                                               \
+	} name SEC(".maps")
+#define WEIR_GPORT_MAP(name)                                                                       \
+	struct {                                                                                   \
+		__uint(type, BPF_MAP_TYPE_LPM_TRIE);                                               \
+		__uint(max_entries, 1 << 18);                                                      \
+		__uint(map_flags, BPF_F_NO_PREALLOC);                                              \
+		__type(key, struct weir_gport_key);                                                \
+		__type(value, __u32);                                                              \
+		__uint(pinning, LIBBPF_PIN_BY_NAME);                                               \
+	} name SEC(".maps")
+
+WEIR_ENDPOINTS_MAP(weir_endpoints_v3_0);
+WEIR_ENDPOINTS_MAP(weir_endpoints_v3_1);
 WEIR_POLICY_MAP(weir_policy_v3_0);
 WEIR_POLICY_MAP(weir_policy_v3_1);
 WEIR_PRANGE_MAP(weir_prange_v1_0);
 WEIR_PRANGE_MAP(weir_prange_v1_1);
 WEIR_IPCACHE_MAP(weir_ipcache_v1_0);
 WEIR_IPCACHE_MAP(weir_ipcache_v1_1);
+WEIR_HOSTIF_MAP(weir_hostif_v1_0);
+WEIR_HOSTIF_MAP(weir_hostif_v1_1);
+WEIR_GTIER_MAP(weir_gtier_v1_0);
+WEIR_GTIER_MAP(weir_gtier_v1_1);
+WEIR_GRULES_MAP(weir_grules_v1_0);
+WEIR_GRULES_MAP(weir_grules_v1_1);
+WEIR_GSET_MAP(weir_gset_v1_0);
+WEIR_GSET_MAP(weir_gset_v1_1);
+WEIR_GPORT_MAP(weir_gport_v1_0);
+WEIR_GPORT_MAP(weir_gport_v1_1);
 
 /* Grace-period barrier for user space, never used by the programs: updating an element of a
  * map-in-map makes the kernel wait (synchronize_rcu) until every BPF program that was running has
@@ -114,7 +169,7 @@ struct {
 	__type(key, struct weir_ct_key);
 	__type(value, struct weir_ct_entry);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} weir_ct_v2 SEC(".maps");
+} weir_ct_v3 SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -138,7 +193,7 @@ struct {
 	__type(key, __u32);
 	__type(value, struct weir_stat);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} weir_stats_v1 SEC(".maps");
+} weir_stats_v2 SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
-/* Connection tracking: one weir_ct_v2 entry per flow, keyed by the initiator's tuple; a reply is
+/* Connection tracking: one weir_ct_v3 entry per flow, keyed by the initiator's tuple; a reply is
  * found under the reversed tuple. The entry remembers which policy sides the flow needed and
  * which approved it, so established packets skip policy, and counts the flow both ways. */
 #ifndef WEIR_CONNTRACK_H
@@ -34,7 +34,7 @@ static __always_inline void weir_ct_forget_reply_deny(const struct weir_ct_key *
 
 static __always_inline long weir_ct_delete(const struct weir_ct_key *key)
 {
-	long err = bpf_map_delete_elem(&weir_ct_v2, key);
+	long err = bpf_map_delete_elem(&weir_ct_v3, key);
 
 	weir_ct_forget_reply_deny(key);
 	return err;
@@ -45,7 +45,8 @@ static __always_inline int weir_ct_approved(const struct weir_ct_entry *e)
 	__u16 f = e->flags;
 
 	return (!(f & WEIR_CT_NEED_EGRESS) || (f & WEIR_CT_EGRESS_OK)) &&
-	       (!(f & WEIR_CT_NEED_INGRESS) || (f & WEIR_CT_INGRESS_OK));
+	       (!(f & WEIR_CT_NEED_INGRESS) || (f & WEIR_CT_INGRESS_OK)) &&
+	       !(f & (WEIR_CT_HOSTDEV_IN_DENIED | WEIR_CT_HOSTDEV_OUT_DENIED));
 }
 
 static __always_inline int weir_is_bare_syn(__u8 proto, __u8 tcp_flags)

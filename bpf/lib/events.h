@@ -9,8 +9,8 @@
 #include "stats.h"
 #include "parse.h"
 
-/* Endpoint ids, identities and deciding rules of a flow: the same six fields, in the same order,
- * as in struct weir_ct_entry and struct weir_flow_event. */
+/* Endpoint ids, identities and deciding rules of a flow, as in struct weir_ct_entry and struct
+ * weir_flow_event. */
 struct weir_flow_ids {
 	__u32 src_ep;
 	__u32 dst_ep;
@@ -18,6 +18,8 @@ struct weir_flow_ids {
 	__u32 dst_identity;
 	__u32 egress_rule_id;
 	__u32 ingress_rule_id;
+	__u32 forward_rule_id;
+	__u32 pad;
 };
 
 static __always_inline void weir_event_hdr(struct weir_event_hdr *h, __u8 type, __u16 len)
@@ -108,7 +110,7 @@ static __always_inline void weir_emit_flow(const struct weir_ct_key *t, const st
 	e->egress_rule_id = ids->egress_rule_id;
 	e->ingress_rule_id = ids->ingress_rule_id;
 	e->count = m->count;
-	e->pad = 0;
+	e->forward_rule_id = ids->forward_rule_id;
 	if (ct) {
 		e->packets_fwd = ct->packets_fwd;
 		e->bytes_fwd = ct->bytes_fwd;
@@ -142,6 +144,7 @@ static __always_inline void weir_emit_flow_end(const struct weir_ct_key *key,
 		.dst_identity = ct->dst_identity,
 		.egress_rule_id = ct->egress_rule_id,
 		.ingress_rule_id = ct->ingress_rule_id,
+		.forward_rule_id = ct->forward_rule_id,
 	};
 	struct weir_flow_meta m = {
 		.now = now,

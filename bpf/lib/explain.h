@@ -35,6 +35,7 @@ static __always_inline int weir_explain(struct __sk_buff *skb)
 {
 	const struct weir_endpoint *sep, *dep;
 	struct weir_explain_result res = {};
+	struct weir_gtier_walk *w;
 	struct weir_decision d;
 	struct weir_pkt p;
 	__u32 gen;
@@ -51,22 +52,26 @@ static __always_inline int weir_explain(struct __sk_buff *skb)
 	/* One generation for every lookup, as at the hooks: both answers come from one policy set. */
 	gen = weir_generation();
 	res.generation = gen;
-	sep = WEIR_SLOT_LOOKUP(weir_endpoints_v2, gen, p.tuple.saddr);
-	dep = WEIR_SLOT_LOOKUP(weir_endpoints_v2, gen, p.tuple.daddr);
+	sep = WEIR_SLOT_LOOKUP(weir_endpoints_v3, gen, p.tuple.saddr);
+	dep = WEIR_SLOT_LOOKUP(weir_endpoints_v3, gen, p.tuple.daddr);
 
 	/* FROM_POD polices only a local source (anything else is dropped there as spoofed, which
 	 * explain does not model: the crafted packet uses the pod's own address); the peer is the
 	 * destination's identity, or WORLD for an address no endpoint holds (weir_ids_from_eps). */
 	if (sep && (sep->flags & WEIR_EP_LOCAL)) {
-		weir_policy_decide(gen, sep, WEIR_DIR_EGRESS, dep ? dep->identity : WEIR_ID_WORLD,
-				   p.tuple.daddr, &p, &d);
+		w = weir_gwalk_init(gen, &p);
+		if (!w)
+			return WEIR_EXPLAIN_MALFORMED;
+		weir_policy_decide(w, sep, WEIR_DIR_EGRESS, dep ? dep->identity : WEIR_ID_WORLD, &d);
 		res.egress = weir_explain_word(&d);
 		res.egress_rule_id = d.rule_id;
 	}
 	/* TO_POD polices only a local destination (weir_local_dst). */
 	if (dep && (dep->flags & WEIR_EP_LOCAL)) {
-		weir_policy_decide(gen, dep, WEIR_DIR_INGRESS, sep ? sep->identity : WEIR_ID_WORLD,
-				   p.tuple.saddr, &p, &d);
+		w = weir_gwalk_init(gen, &p);
+		if (!w)
+			return WEIR_EXPLAIN_MALFORMED;
+		weir_policy_decide(w, dep, WEIR_DIR_INGRESS, sep ? sep->identity : WEIR_ID_WORLD, &d);
 		res.ingress = weir_explain_word(&d);
 		res.ingress_rule_id = d.rule_id;
 	}

@@ -8,13 +8,7 @@
 
 #include "common.h"
 #include "parse.h"
-
-struct weir_decision {
-	__u32 rule_id; /* 0 when no rule decided */
-	__u16 reason;  /* ALLOW_POLICY, ALLOW_NOT_ISOLATED, ALLOW_HOST, AUDIT or DENY_DEFAULT */
-	__u8 verdict;  /* ALLOW, AUDIT or DENY */
-	__u8 pad;
-};
+#include "global.h"
 
 /* The lookups of one peer kind, most specific first (user space folded into every key the best
  * rule of every key covering it, so the first hit is this kind's best rule): exact port, the
@@ -22,12 +16,12 @@ struct weir_decision {
  * protocol. Keeps the lower-ranked of this kind's rule and what an earlier kind found. */
 static __always_inline void weir_policy_try(__u32 gen, struct weir_policy_key *k,
 					    struct weir_prange_key *rk, __u32 peer, int ranges,
-					    const struct weir_pkt *p, struct weir_decision *d,
+					    const struct weir_ct_key *t, struct weir_decision *d,
 					    __u32 *best)
 {
 	struct weir_policy_value *v = 0;
-	__u8 proto = p->tuple.proto;
-	__u16 dport = p->tuple.dport;
+	__u8 proto = t->proto;
+	__u16 dport = t->dport;
 
 	k->peer = peer;
 	/* Only TCP/UDP/SCTP keys carry a protocol, so any other protocol matches rules without ports
@@ -58,11 +52,17 @@ static __always_inline void weir_policy_try(__u32 gen, struct weir_policy_key *k
 	}
 }
 
-/* The decision for endpoint ep in direction, the other side being identity peer at peer_addr
- * (16 bytes), judged from the maps of generation gen's slot. */
-static __always_inline void weir_policy_decide(__u32 gen, const struct weir_endpoint *ep,
+/* The subject of a decision: a pod endpoint's identity and flags. */
+struct weir_subject {
+	__u32 identity;
+	__u32 flags;
+};
+
+/* The NetworkPolicy tier's decision for endpoint ep in direction, the other side being identity
+ * peer at peer_addr (16 bytes), judged from the maps of generation gen's slot. */
+static __always_inline void weir_np_decide(__u32 gen, const struct weir_subject *ep,
 					       __u8 direction, __u32 peer, const __u8 *peer_addr,
-					       const struct weir_pkt *p, struct weir_decision *d)
+					       const struct weir_ct_key *t, struct weir_decision *d)
 {
 	const int ingress = direction == WEIR_DIR_INGRESS;
 	__u32 isolated = ingress ? WEIR_EP_ISOLATED_INGRESS : WEIR_EP_ISOLATED_EGRESS;
@@ -80,8 +80,8 @@ static __always_inline void weir_policy_decide(__u32 gen, const struct weir_endp
 		.prefixlen = WEIR_PRANGE_PREFIX_PROTO + 16,
 		.identity = ep->identity,
 		.direction = direction,
-		.proto = p->tuple.proto,
-		.port = bpf_htons(p->tuple.dport),
+		.proto = t->proto,
+		.port = bpf_htons(t->dport),
 	};
 	__u32 best = 0xffffffff;
 
@@ -103,7 +103,7 @@ static __always_inline void weir_policy_decide(__u32 gen, const struct weir_endp
 	 * Every kind that may hit is looked up: the lowest rank among the hits is the rule the
 	 * reference names. A world address has no identity keys, only its CIDR class. */
 	if ((ep->flags & peer_rules) && peer != WEIR_ID_WORLD)
-		weir_policy_try(gen, &k, &rk, peer, ranges, p, d, &best);
+		weir_policy_try(gen, &k, &rk, peer, ranges, t, d, &best);
 	if (ep->flags & cidr_rules) {
 		/* ipBlocks match by address, pod addresses included */
 		struct weir_ipcache_key ik = { .prefixlen = 128 };
@@ -112,10 +112,10 @@ static __always_inline void weir_policy_decide(__u32 gen, const struct weir_endp
 		__builtin_memcpy(ik.addr, peer_addr, 16);
 		cls = WEIR_SLOT_LOOKUP(weir_ipcache_v1, gen, &ik);
 		if (cls)
-			weir_policy_try(gen, &k, &rk, cls->class_id, ranges, p, d, &best);
+			weir_policy_try(gen, &k, &rk, cls->class_id, ranges, t, d, &best);
 	}
 	if (ep->flags & any_rules)
-		weir_policy_try(gen, &k, &rk, WEIR_ID_ANY, ranges, p, d, &best);
+		weir_policy_try(gen, &k, &rk, WEIR_ID_ANY, ranges, t, d, &best);
 	if (best != 0xffffffff) {
 		d->reason = WEIR_R_ALLOW_POLICY;
 		d->verdict = WEIR_VERDICT_ALLOW;
@@ -129,6 +129,109 @@ static __always_inline void weir_policy_decide(__u32 gen, const struct weir_endp
 		d->reason = WEIR_R_DENY_DEFAULT;
 		d->verdict = WEIR_VERDICT_DENY;
 	}
+}
+
+/* weir_np_decide as a global function over the per-CPU walk (see weir_pod_decide_run). */
+__attribute__((noinline)) int weir_np_decide_run(__u32 identity, __u32 flags, __u32 direction, __u32 peer)
+{
+	struct weir_gtier_walk *w = weir_gwalk();
+	struct weir_subject ep = { .identity = identity, .flags = flags };
+	struct weir_decision d;
+
+	if (!w)
+		return 0;
+	weir_np_decide(w->gen, &ep, direction, peer, direction == WEIR_DIR_EGRESS ? w->t.daddr : w->t.saddr,
+		       &w->t, &d);
+	w->np_rule = d.rule_id;
+	return WEIR_DECISION_PACK(d.verdict, d.reason);
+}
+
+/* A pod's decision in direction: its global tier (w: the packet's walk, its generation), then,
+ * unless that decided, the NetworkPolicy tier; audit as in weir_host_decide. The Log rules of the
+ * enforced walk are left in w->logs. */
+static __always_inline void weir_pod_decide(struct weir_gtier_walk *w, const struct weir_subject *ep,
+					    __u8 direction, __u32 peer, const __u8 *peer_addr,
+					    const struct weir_ct_key *t, struct weir_decision *d)
+{
+	const int ingress = direction == WEIR_DIR_INGRESS;
+	const __u32 global = ingress ? WEIR_EP_GLOBAL_INGRESS : WEIR_EP_GLOBAL_EGRESS;
+	const __u32 gaudit = ingress ? WEIR_EP_GAUDIT_INGRESS : WEIR_EP_GAUDIT_EGRESS;
+	struct weir_decision np = {};
+	int decided = 0;
+
+	w->nlogs = 0;
+	d->rule_id = 0;
+	d->reason = 0;
+	d->verdict = 0;
+	if (ep->flags & global) {
+		__u8 verdict = 0;
+		__u16 reason = 0;
+
+		w->collect_logs = 1;
+		weir_gtier(w, ep->identity, direction, 0);
+		w->collect_logs = 0;
+		decided = weir_gtier_decided(w, &verdict, &reason);
+		d->verdict = verdict;
+		d->reason = reason;
+		d->rule_id = w->rule_id;
+	}
+	/* one call site: the NetworkPolicy tier is needed when the global tier did not decide, and
+	 * for the audit walk, which may pass where the enforced one decided */
+	if (!decided || (ep->flags & gaudit)) {
+		int r = weir_np_decide_run(ep->identity, ep->flags, direction, peer);
+
+		np.verdict = r & 0xff;
+		np.reason = (r >> 8) & 0xffff;
+		np.rule_id = w->np_rule;
+	}
+	if (!decided)
+		*d = np;
+	if (d->verdict == WEIR_VERDICT_DENY) {
+		if (ep->flags & WEIR_EP_AUDIT_ALL) {
+			d->verdict = WEIR_VERDICT_AUDIT;
+			d->reason = WEIR_R_AUDIT;
+		}
+		return;
+	}
+	if (d->verdict == WEIR_VERDICT_ALLOW && (ep->flags & gaudit)) {
+		__u8 verdict = np.verdict;
+		__u16 reason = 0;
+
+		weir_gtier(w, ep->identity, direction, WEIR_GT_WITH_AUDIT);
+		weir_gtier_decided(w, &verdict, &reason);
+		if (verdict == WEIR_VERDICT_DENY) {
+			d->verdict = WEIR_VERDICT_AUDIT;
+			d->reason = WEIR_R_AUDIT;
+		}
+	}
+}
+
+/* weir_pod_decide as a global function over the per-CPU walk (weir_gwalk_init ran): the verifier
+ * checks it once, and its callers see one unknown answer instead of a state per reason, which
+ * kept the pod programs far below the verifier's limits. Returns WEIR_DECISION_PACK; the rule is
+ * left in w->decision_rule. The peer's address is the walk's destination at egress, else its
+ * source. */
+__attribute__((noinline)) int weir_pod_decide_run(__u32 identity, __u32 flags, __u32 direction, __u32 peer)
+{
+	struct weir_gtier_walk *w = weir_gwalk();
+	struct weir_subject ep = { .identity = identity, .flags = flags };
+	struct weir_decision d;
+
+	if (!w)
+		return 0;
+	weir_pod_decide(w, &ep, direction, peer, direction == WEIR_DIR_EGRESS ? w->t.daddr : w->t.saddr,
+			&w->t, &d);
+	w->decision_rule = d.rule_id;
+	return WEIR_DECISION_PACK(d.verdict, d.reason);
+}
+
+/* The decision of pod endpoint ep in direction (the walk prepared for the packet). */
+static __always_inline void weir_policy_decide(struct weir_gtier_walk *w, const struct weir_endpoint *ep,
+					       __u8 direction, __u32 peer, struct weir_decision *d)
+{
+	int r = weir_pod_decide_run(ep->identity, ep->flags, direction, peer);
+
+	weir_decision_unpack(w, r, d);
 }
 
 #endif /* WEIR_POLICY_H */

@@ -9,7 +9,7 @@ import net from 'node:net';
 
 // ---- constants ---------------------------------------------------------------------------------
 
-export const WEIR_EVENT_VERSION = 1;
+export const WEIR_EVENT_VERSION = 2;
 
 /** Reserved identities; label-set identities start at ID_FIRST_DYNAMIC. */
 export const Identity = {
@@ -24,6 +24,8 @@ export const EventType = {
   DENY: 2,
   FLOW_END: 3,
   LOST: 4,
+  /** a Log rule of a global policy matched a new flow (a weir_flow_event) */
+  LOG: 5,
 } as const;
 export type EventTypeName = keyof typeof EventType;
 
@@ -52,7 +54,7 @@ export const Hook = {
 } as const;
 export type HookName = keyof typeof Hook;
 
-/** enum weir_reason: why a packet got its verdict (index of weir_stats_v1). */
+/** enum weir_reason: why a packet got its verdict (index of weir_stats_v2). */
 export const Reason = {
   UNKNOWN: 0,
   ALLOW_POLICY: 1,
@@ -69,10 +71,15 @@ export const Reason = {
   AUDIT: 12,
   DROP_CT_FULL: 13,
   ALLOW_HOST: 14,
+  ALLOW_FAILSAFE: 15,
+  ALLOW_GLOBAL: 16,
+  DENY_END_OF_TIER: 17,
+  DENY_HOST_DEFAULT: 18,
+  ALLOW_FORWARDED: 19,
 } as const;
 export type ReasonName = keyof typeof Reason;
-/** WEIR_R_MAX: entries of weir_stats_v1. */
-export const REASON_MAX = 16;
+/** WEIR_R_MAX: entries of weir_stats_v2. */
+export const REASON_MAX = 24;
 
 /** enum weir_counter: index of weir_counters_v1. */
 export const Counter = {
@@ -111,6 +118,14 @@ export const EndpointFlag = {
   RANGE_RULES_INGRESS: 1 << 10,
   RANGE_RULES_EGRESS: 1 << 11,
   AUDIT_EGRESS: 1 << 12,
+  /** a weir_gtier list exists for the identity (audit-mode policies left out) */
+  GLOBAL_INGRESS: 1 << 13,
+  GLOBAL_EGRESS: 1 << 14,
+  /** a WITH_AUDIT weir_gtier list exists (some audit-mode global policy selects it) */
+  GAUDIT_INGRESS: 1 << 15,
+  GAUDIT_EGRESS: 1 << 16,
+  /** the pod or its namespace (on a weir_host_iface: the host endpoint) is in audit mode */
+  AUDIT_ALL: 1 << 17,
 } as const;
 
 /** The policy state is kept in two slots; generation parity selects the one in force. */
@@ -133,13 +148,42 @@ export const CtFlag = {
   SEEN_REPLY: 1 << 8,
   AUDITED: 1 << 9,
   SRC_VETH: 1 << 10,
+  HOSTDEV_IN_SEEN: 1 << 11,
+  HOSTDEV_OUT_SEEN: 1 << 12,
+  HOSTDEV_IN_DENIED: 1 << 13,
+  HOSTDEV_OUT_DENIED: 1 << 14,
 } as const;
+
+/** weir_gtier_key.variant bits (WEIR_GT_*): 0 = the enforced list of the host's own or a pod's
+ * traffic; FORWARDED = applyOnForward policies only; WITH_AUDIT = audit-mode policies included. */
+export const GlobalTierVariant = {
+  FORWARDED: 1,
+  WITH_AUDIT: 2,
+} as const;
+
+/** enum weir_gaction: a weir_grule's action. */
+export const GlobalAction = {
+  ALLOW: 1,
+  DENY: 2,
+  PASS: 3,
+  LOG: 4,
+} as const;
+export type GlobalActionName = keyof typeof GlobalAction;
+
+/** weir_gset set ids: the failsafe ports (member 0, port proto << 16 | port), then compiled sets. */
+export const GlobalSet = {
+  FAILSAFE_IN: 1,
+  FAILSAFE_OUT: 2,
+  FIRST_DYNAMIC: 16,
+} as const;
+/** weir_gport_key: prefix length of the set id (the big-endian port block follows). */
+export const GPORT_PREFIX_SET = 32;
 
 /** Map and program names in bpf/build/weir.o (map names carry the layout version). */
 export const MapName = {
   /** slot 0 of the endpoints (slot 1: endpoints1); see SLOTS */
-  endpoints: 'weir_endpoints_v2_0',
-  endpoints1: 'weir_endpoints_v2_1',
+  endpoints: 'weir_endpoints_v3_0',
+  endpoints1: 'weir_endpoints_v3_1',
   /** slot 0 of the policy keys (slot 1: policy1): exact ports, whole protocols, rules without ports */
   policy: 'weir_policy_v3_0',
   policy1: 'weir_policy_v3_1',
@@ -148,12 +192,25 @@ export const MapName = {
   prange1: 'weir_prange_v1_1',
   ipcache: 'weir_ipcache_v1_0',
   ipcache1: 'weir_ipcache_v1_1',
+  /** host protection (slot 0, slot 1): host interfaces, global tier lists, their rules, sets
+   * and port sets */
+  hostif: 'weir_hostif_v1_0',
+  hostif1: 'weir_hostif_v1_1',
+  gtier: 'weir_gtier_v1_0',
+  gtier1: 'weir_gtier_v1_1',
+  /** an ARRAY: every index exists; the datapath reads only [first, first + count) of a list */
+  grules: 'weir_grules_v1_0',
+  grules1: 'weir_grules_v1_1',
+  gset: 'weir_gset_v1_0',
+  gset1: 'weir_gset_v1_1',
+  gport: 'weir_gport_v1_0',
+  gport1: 'weir_gport_v1_1',
   /** array-of-maps whose update is user space's RCU grace-period barrier (never read by programs) */
   sync: 'weir_sync_v1',
-  ct: 'weir_ct_v2',
+  ct: 'weir_ct_v3',
   denyRateLimit: 'weir_deny_rl_v2',
   config: 'weir_config_v1',
-  stats: 'weir_stats_v1',
+  stats: 'weir_stats_v2',
   counters: 'weir_counters_v1',
   lostPending: 'weir_lost_pend_v1',
   events: 'weir_events_v1',
@@ -207,11 +264,13 @@ function layout(name: string, size: number, fields: Array<[string, number, numbe
 
 export const Layouts = {
   ipKey: layout('weir_ip_key', 16, [['addr', 0, 16]]),
-  endpoint: layout('weir_endpoint', 16, [
+  endpoint: layout('weir_endpoint', 24, [
     ['id', 0, 4],
     ['identity', 4, 4],
     ['ifindex', 8, 4],
     ['flags', 12, 4],
+    ['sel_identity', 16, 4],
+    ['pad', 20, 4],
   ]),
   policyKey: layout('weir_policy_key', 12, [
     ['identity', 0, 4],
@@ -266,7 +325,50 @@ export const Layouts = {
     ['flags', 80, 2],
     ['tcp_flags_fwd', 82, 1],
     ['tcp_flags_rev', 83, 1],
-    ['pad', 84, 4],
+    ['forward_rule_id', 84, 4],
+  ]),
+  hostIface: layout('weir_host_iface', 16, [
+    ['id', 0, 4],
+    ['identity', 4, 4],
+    ['flags', 8, 4],
+    ['pad', 12, 4],
+  ]),
+  gtierKey: layout('weir_gtier_key', 8, [
+    ['identity', 0, 4],
+    ['direction', 4, 1],
+    ['variant', 5, 1],
+    ['pad', 6, 2],
+  ]),
+  gtierValue: layout('weir_gtier_value', 8, [
+    ['first', 0, 4],
+    ['count', 4, 4],
+  ]),
+  grule: layout('weir_grule', 48, [
+    ['rule_id', 0, 4],
+    ['action', 4, 1],
+    ['proto', 5, 1],
+    ['pad', 6, 2],
+    ['src_sel', 8, 4],
+    ['dst_sel', 12, 4],
+    ['src_nets', 16, 4],
+    ['dst_nets', 20, 4],
+    ['src_not_nets', 24, 4],
+    ['dst_not_nets', 28, 4],
+    ['src_ports', 32, 4],
+    ['dst_ports', 36, 4],
+    ['src_not_ports', 40, 4],
+    ['dst_not_ports', 44, 4],
+  ]),
+  gsetKey: layout('weir_gset_key', 12, [
+    ['set', 0, 4],
+    ['member', 4, 4],
+    ['port', 8, 4],
+  ]),
+  gportKey: layout('weir_gport_key', 12, [
+    ['prefixlen', 0, 4],
+    ['set', 4, 4],
+    ['port', 8, 2],
+    ['pad', 10, 2],
   ]),
   denyRl: layout('weir_deny_rl', 24, [
     ['last_event_ns', 0, 8],
@@ -321,7 +423,7 @@ export const Layouts = {
     ['egress_rule_id', 88, 4],
     ['ingress_rule_id', 92, 4],
     ['count', 96, 4],
-    ['pad', 100, 4],
+    ['forward_rule_id', 100, 4],
     ['packets_fwd', 104, 8],
     ['bytes_fwd', 112, 8],
     ['packets_rev', 120, 8],
@@ -341,6 +443,7 @@ export const Enums = {
   weir_direction: { prefix: 'WEIR_DIR_', values: Direction as Record<string, number> },
   weir_hook: { prefix: 'WEIR_HOOK_', values: Hook as Record<string, number> },
   weir_reason: { prefix: 'WEIR_R_', values: { ...Reason, MAX: REASON_MAX } as Record<string, number> },
+  weir_gaction: { prefix: 'WEIR_GACT_', values: GlobalAction as Record<string, number> },
   weir_counter: { prefix: 'WEIR_C_', values: { ...Counter, MAX: COUNTER_MAX } as Record<string, number> },
 } as const;
 
@@ -477,20 +580,25 @@ export interface Endpoint {
   ifindex: number;
   /** EndpointFlag bits */
   flags: number;
+  /** what global-policy selectors see at the address (a pod's identity, or the identity of the
+   * host endpoints listing it; 0 = none); absent: `identity` */
+  selIdentity?: number;
 }
 
 export function encodeEndpoint(ep: Endpoint): Buffer {
   const v = new View(Layouts.endpoint, Buffer.alloc(Layouts.endpoint.size));
-  return v.setU32('id', ep.id).setU32('identity', ep.identity).setU32('ifindex', ep.ifindex).setU32('flags', ep.flags).buf;
+  return v.setU32('id', ep.id).setU32('identity', ep.identity).setU32('ifindex', ep.ifindex).setU32('flags', ep.flags)
+    .setU32('sel_identity', ep.selIdentity ?? ep.identity).buf;
 }
 
 export function decodeEndpoint(buf: Buffer): Endpoint {
   checkSize(Layouts.endpoint, buf, 'endpoint');
   const v = new View(Layouts.endpoint, buf);
-  return { id: v.u32('id'), identity: v.u32('identity'), ifindex: v.u32('ifindex'), flags: v.u32('flags') };
+  return { id: v.u32('id'), identity: v.u32('identity'), ifindex: v.u32('ifindex'), flags: v.u32('flags'), selIdentity: v.u32('sel_identity') };
 }
 
-export type SlotKind = 'endpoints' | 'policy' | 'prange' | 'ipcache';
+/** The kinds of double-buffered policy state; weir_grules is an array, the others hashes or LPM tries. */
+export type SlotKind = 'endpoints' | 'policy' | 'prange' | 'ipcache' | 'hostif' | 'gtier' | 'grules' | 'gset' | 'gport';
 
 /** The slot's map of a kind: slotMapName('policy', 1) = 'weir_policy_v3_1'. */
 export function slotMapName(kind: SlotKind, slot: number): string {
@@ -587,6 +695,151 @@ export function decodeIpcacheValue(buf: Buffer): number {
   return new View(Layouts.ipcacheValue, buf).u32('class_id');
 }
 
+// ---- host protection ----------------------------------------------------------------------------
+
+/** weir_host_iface: the host endpoint covering a host interface (key: u32 ifindex, 0 = "*"). */
+export interface HostIface {
+  /** endpoint id of the host endpoint */
+  id: number;
+  /** its identity: the subject of its weir_gtier lists */
+  identity: number;
+  /** EndpointFlag.AUDIT_ALL */
+  flags: number;
+}
+
+export function encodeHostIface(h: HostIface): Buffer {
+  const v = new View(Layouts.hostIface, Buffer.alloc(Layouts.hostIface.size));
+  return v.setU32('id', h.id).setU32('identity', h.identity).setU32('flags', h.flags).buf;
+}
+
+export function decodeHostIface(buf: Buffer): HostIface {
+  checkSize(Layouts.hostIface, buf, 'host interface');
+  const v = new View(Layouts.hostIface, buf);
+  return { id: v.u32('id'), identity: v.u32('identity'), flags: v.u32('flags') };
+}
+
+export interface GlobalTierKey {
+  identity: number;
+  /** Direction.INGRESS or Direction.EGRESS */
+  direction: number;
+  /** GlobalTierVariant bits */
+  variant: number;
+}
+
+export function encodeGlobalTierKey(k: GlobalTierKey): Buffer {
+  const v = new View(Layouts.gtierKey, Buffer.alloc(Layouts.gtierKey.size));
+  return v.setU32('identity', k.identity).setU8('direction', k.direction).setU8('variant', k.variant).buf;
+}
+
+export function decodeGlobalTierKey(buf: Buffer): GlobalTierKey {
+  checkSize(Layouts.gtierKey, buf, 'global tier key');
+  const v = new View(Layouts.gtierKey, buf);
+  return { identity: v.u32('identity'), direction: v.u8('direction'), variant: v.u8('variant') };
+}
+
+export interface GlobalTierValue {
+  /** index of the list's first rule in weir_grules */
+  first: number;
+  /** 0: selected, no rules (end-of-tier deny) */
+  count: number;
+}
+
+export function encodeGlobalTierValue(t: GlobalTierValue): Buffer {
+  return new View(Layouts.gtierValue, Buffer.alloc(Layouts.gtierValue.size)).setU32('first', t.first).setU32('count', t.count).buf;
+}
+
+export function decodeGlobalTierValue(buf: Buffer): GlobalTierValue {
+  checkSize(Layouts.gtierValue, buf, 'global tier value');
+  const v = new View(Layouts.gtierValue, buf);
+  return { first: v.u32('first'), count: v.u32('count') };
+}
+
+/** weir_grule: every condition is a set id, 0 = no condition. */
+export interface GlobalRule {
+  ruleId: number;
+  /** GlobalAction value */
+  action: number;
+  /** 0 = any protocol */
+  proto: number;
+  srcSel: number;
+  dstSel: number;
+  srcNets: number;
+  dstNets: number;
+  srcNotNets: number;
+  dstNotNets: number;
+  srcPorts: number;
+  dstPorts: number;
+  srcNotPorts: number;
+  dstNotPorts: number;
+}
+
+/** weir_grule's set-id fields, by their codec names. */
+const GRULE_SETS = [
+  ['srcSel', 'src_sel'], ['dstSel', 'dst_sel'], ['srcNets', 'src_nets'], ['dstNets', 'dst_nets'],
+  ['srcNotNets', 'src_not_nets'], ['dstNotNets', 'dst_not_nets'], ['srcPorts', 'src_ports'], ['dstPorts', 'dst_ports'],
+  ['srcNotPorts', 'src_not_ports'], ['dstNotPorts', 'dst_not_ports'],
+] as const;
+
+export function encodeGlobalRule(r: GlobalRule): Buffer {
+  const v = new View(Layouts.grule, Buffer.alloc(Layouts.grule.size));
+  v.setU32('rule_id', r.ruleId).setU8('action', r.action).setU8('proto', r.proto);
+  for (const [ts, c] of GRULE_SETS) v.setU32(c, r[ts]);
+  return v.buf;
+}
+
+export function decodeGlobalRule(buf: Buffer): GlobalRule {
+  checkSize(Layouts.grule, buf, 'global rule');
+  const v = new View(Layouts.grule, buf);
+  const sets = Object.fromEntries(GRULE_SETS.map(([ts, c]) => [ts, v.u32(c)])) as Record<(typeof GRULE_SETS)[number][0], number>;
+  return { ruleId: v.u32('rule_id'), action: v.u8('action'), proto: v.u8('proto'), ...sets };
+}
+
+export interface GlobalSetKey {
+  set: number;
+  /** a sel_identity (selectors, named ports), a CIDR class (nets) or 0 (failsafes) */
+  member: number;
+  /** proto << 16 | port for named ports and failsafes, else 0 */
+  port: number;
+}
+
+export function encodeGlobalSetKey(k: GlobalSetKey): Buffer {
+  const v = new View(Layouts.gsetKey, Buffer.alloc(Layouts.gsetKey.size));
+  return v.setU32('set', k.set).setU32('member', k.member).setU32('port', k.port).buf;
+}
+
+export function decodeGlobalSetKey(buf: Buffer): GlobalSetKey {
+  checkSize(Layouts.gsetKey, buf, 'global set key');
+  const v = new View(Layouts.gsetKey, buf);
+  return { set: v.u32('set'), member: v.u32('member'), port: v.u32('port') };
+}
+
+/** weir_gport_key (LPM trie): an aligned block of 2^(16-portBits) ports of a port set. */
+export interface GlobalPortKey {
+  set: number;
+  port: number;
+  /** leading port bits fixed: 16 one port, 16-k a block of 2^k */
+  portBits: number;
+}
+
+export function encodeGlobalPortKey(k: GlobalPortKey): Buffer {
+  const v = new View(Layouts.gportKey, Buffer.alloc(Layouts.gportKey.size));
+  v.setU32('prefixlen', GPORT_PREFIX_SET + k.portBits).setU32('set', k.set);
+  // big-endian: a prefix of the key is a block of ports
+  v.buf.writeUInt16BE(k.port, off(Layouts.gportKey, 'port'));
+  return v.buf;
+}
+
+export function decodeGlobalPortKey(buf: Buffer): GlobalPortKey {
+  checkSize(Layouts.gportKey, buf, 'global port key');
+  const v = new View(Layouts.gportKey, buf);
+  return { set: v.u32('set'), port: buf.readUInt16BE(off(Layouts.gportKey, 'port')), portBits: v.u32('prefixlen') - GPORT_PREFIX_SET };
+}
+
+/** The value of every weir_gset and weir_gport entry: a u32 1. */
+export function encodeSetMember(): Buffer {
+  return encodeIndexKey(1);
+}
+
 export interface CtKey {
   saddr: string;
   daddr: string;
@@ -637,6 +890,8 @@ export interface CtEntry {
   flags: number;
   tcpFlagsFwd: number;
   tcpFlagsRev: number;
+  /** rule of a host endpoint the flow was forwarded through; 0 = none */
+  forwardRuleId: number;
 }
 
 export function decodeCtEntry(buf: Buffer): CtEntry {
@@ -660,6 +915,7 @@ export function decodeCtEntry(buf: Buffer): CtEntry {
     flags: v.u16('flags'),
     tcpFlagsFwd: v.u8('tcp_flags_fwd'),
     tcpFlagsRev: v.u8('tcp_flags_rev'),
+    forwardRuleId: v.u32('forward_rule_id'),
   };
 }
 
@@ -682,7 +938,8 @@ export function encodeCtEntry(e: CtEntry): Buffer {
     .setU32('rev_ifindex', e.revIfindex)
     .setU16('flags', e.flags)
     .setU8('tcp_flags_fwd', e.tcpFlagsFwd)
-    .setU8('tcp_flags_rev', e.tcpFlagsRev).buf;
+    .setU8('tcp_flags_rev', e.tcpFlagsRev)
+    .setU32('forward_rule_id', e.forwardRuleId).buf;
 }
 
 export interface DenyRateLimit {
@@ -766,7 +1023,7 @@ export function decodeStat(buf: Buffer): Stat {
   return { packets: v.u64('packets'), bytes: v.u64('bytes') };
 }
 
-/** Sum of a weir_stats_v1 value over all CPUs. */
+/** Sum of a weir_stats_v2 value over all CPUs. */
 export function decodePerCpuStat(buf: Buffer): Stat {
   const sum: Stat = { packets: 0n, bytes: 0n };
   for (const slot of perCpuSlots(buf, Layouts.stat.size)) {
@@ -797,7 +1054,8 @@ export interface EventHeader {
 }
 
 export interface FlowEvent {
-  type: 'FLOW_START' | 'DENY' | 'FLOW_END';
+  /** LOG: a Log rule matched a new flow (its id is the rule id of the record's direction) */
+  type: 'FLOW_START' | 'DENY' | 'FLOW_END' | 'LOG';
   cpu: number;
   tsNs: bigint;
   startNs: bigint;
@@ -820,6 +1078,8 @@ export interface FlowEvent {
   egressRuleId: number;
   ingressRuleId: number;
   count: number;
+  /** rule of a host endpoint the flow is forwarded through; 0 = none */
+  forwardRuleId: number;
   packetsFwd: bigint;
   bytesFwd: bigint;
   packetsRev: bigint;
@@ -854,7 +1114,7 @@ export function decodeFlowEvent(buf: Buffer): FlowEvent {
   checkSize(Layouts.flowEvent, buf, 'flow event');
   const h = decodeEventHeader(buf);
   const name = eventTypeName(h.type);
-  if (name !== 'FLOW_START' && name !== 'DENY' && name !== 'FLOW_END') {
+  if (name !== 'FLOW_START' && name !== 'DENY' && name !== 'FLOW_END' && name !== 'LOG') {
     throw new TypeError(`abi: event type ${h.type} is not a flow record`);
   }
   const v = new View(Layouts.flowEvent, buf);
@@ -882,6 +1142,7 @@ export function decodeFlowEvent(buf: Buffer): FlowEvent {
     egressRuleId: v.u32('egress_rule_id'),
     ingressRuleId: v.u32('ingress_rule_id'),
     count: v.u32('count'),
+    forwardRuleId: v.u32('forward_rule_id'),
     packetsFwd: v.u64('packets_fwd'),
     bytesFwd: v.u64('bytes_fwd'),
     packetsRev: v.u64('packets_rev'),
@@ -912,6 +1173,7 @@ export function decodeRecord(buf: Buffer): WeirRecord {
     case EventType.FLOW_START:
     case EventType.DENY:
     case EventType.FLOW_END:
+    case EventType.LOG:
       want = Layouts.flowEvent;
       break;
     case EventType.LOST:
@@ -940,7 +1202,7 @@ function invert<K extends string>(t: Record<K, number>): Readonly<Record<number,
 export const REASON_NAMES = invert(Reason);
 /** counter index -> name, e.g. 0 -> 'EVENTS_LOST' */
 export const COUNTER_NAMES = invert(Counter);
-/** Sum over CPUs of a raw weir_stats_v1 value. */
+/** Sum over CPUs of a raw weir_stats_v2 value. */
 export const sumPerCpuStats = decodePerCpuStat;
 /** Sum over CPUs of a raw __u64 per-CPU value (weir_counters_v1, weir_lost_pend_v1). */
 export const sumPerCpuU64 = decodePerCpuCounter;

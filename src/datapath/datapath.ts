@@ -27,7 +27,11 @@ export const programPin = (root: string, name: string) => path.join(root, `prog_
 const mapPin = (root: string, name: string) => path.join(root, name);
 
 type SlotKind = abi.SlotKind;
-const SLOT_KINDS: readonly SlotKind[] = ['endpoints', 'policy', 'prange', 'ipcache'];
+const SLOT_KINDS: readonly SlotKind[] = ['endpoints', 'policy', 'prange', 'ipcache', 'hostif', 'gtier', 'grules', 'gset', 'gport'];
+/** weir_grules is an array: its indexes always exist; an all-zero value (rule id 0) is an unused
+ * one, and user space reads only the indexes the slot's weir_gtier lists cover. */
+const isArrayKind = (kind: SlotKind): boolean => kind === 'grules';
+const GRULE_UNUSED = Buffer.alloc(abi.Layouts.grule.size);
 
 /** The map contents `compiled` stands for, per kind, as hex key -> value. */
 export function encodeCompiled(compiled: CompiledDatapath): Record<SlotKind, Map<string, Buffer>> {
@@ -41,7 +45,7 @@ export function encodeCompiled(compiled: CompiledDatapath): Record<SlotKind, Map
   }
   const endpoints = new Map<string, Buffer>();
   for (const [ip, e] of compiled.endpoints) {
-    endpoints.set(abi.ipToKey16(ip).toString('hex'), abi.encodeEndpoint({ id: e.id, identity: e.identity, ifindex: e.ifindex, flags: e.flags }));
+    endpoints.set(abi.ipToKey16(ip).toString('hex'), abi.encodeEndpoint({ id: e.id, identity: e.identity, ifindex: e.ifindex, flags: e.flags, selIdentity: e.selIdentity ?? e.identity }));
   }
   const ipcache = new Map<string, Buffer>();
   for (const c of compiled.cidrClasses.values()) {
@@ -49,13 +53,20 @@ export function encodeCompiled(compiled: CompiledDatapath): Record<SlotKind, Map
     for (let i = 0; i < 16; i++) addr[i] = Number((c.network128 >> BigInt(8 * (15 - i))) & 0xffn);
     ipcache.set(abi.encodeIpcacheKey(addr, c.prefixLen128).toString('hex'), abi.encodeIpcacheValue(c.classId));
   }
-  return { endpoints, policy, prange, ipcache };
+  const hex = (b: Buffer): string => b.toString('hex');
+  const member = abi.encodeSetMember();
+  const hostif = new Map([...compiled.hostInterfaces].map(([ifindex, h]) => [hex(abi.encodeIndexKey(ifindex)), abi.encodeHostIface(h)]));
+  const gtier = new Map([...compiled.globalTiers.values()].map((t) => [hex(abi.encodeGlobalTierKey(t)), abi.encodeGlobalTierValue(t)]));
+  const grules = new Map(compiled.globalRules.map((r, i) => [hex(abi.encodeIndexKey(i)), abi.encodeGlobalRule(r)]));
+  const gset = new Map([...compiled.globalSets.values()].map((e) => [hex(abi.encodeGlobalSetKey(e)), member]));
+  const gport = new Map([...compiled.globalPorts.values()].map((e) => [hex(abi.encodeGlobalPortKey({ set: e.set, port: e.port, portBits: e.bits })), member]));
+  return { endpoints, policy, prange, ipcache, hostif, gtier, grules, gset, gport };
 }
 
 /**
- * Brings the inactive slot of the policy state (endpoints, policy keys, CIDR classes) to exactly
- * `compiled`, then flips the generation (its parity is the slot in force), so no packet ever sees
- * a half-applied policy set. Does nothing when the active slot already holds `compiled`.
+ * Brings the inactive slot of the policy state (endpoints, policy keys, CIDR classes, host
+ * protection) to exactly `compiled`, then flips the generation (its parity is the slot in force),
+ * so no packet ever sees a half-applied policy set. Does nothing when the active slot already holds `compiled`.
  * Datapath.apply and the tests' TestDatapath share it.
  */
 export function applyCompiled(
@@ -73,12 +84,28 @@ export function applyCompiled(
     const known = cached[slot]?.[kind];
     if (known) return known;
     const out = new Map<string, Buffer>();
-    for (const [k, v] of mapOf(abi.slotMapName(kind, slot)).entries()) out.set(k.toString('hex'), v);
+    const map = mapOf(abi.slotMapName(kind, slot));
+    if (isArrayKind(kind)) {
+      // Only the indexes the slot's lists cover: the datapath reads no other, and walking the
+      // whole array (65536 entries) would cost more than the rest of an apply.
+      let used = 0;
+      for (const v of read('gtier', slot).values()) {
+        const t = abi.decodeGlobalTierValue(v);
+        used = Math.max(used, t.first + t.count);
+      }
+      for (let i = 0; i < used; i++) {
+        const k = abi.encodeIndexKey(i);
+        const v = map.lookup(k);
+        if (v && !v.equals(GRULE_UNUSED)) out.set(k.toString('hex'), v);
+      }
+    } else {
+      for (const [k, v] of map.entries()) out.set(k.toString('hex'), v);
+    }
     return out;
   };
   const same = (a: Map<string, Buffer>, b: Map<string, Buffer>): boolean =>
     a.size === b.size && [...a].every(([k, v]) => b.get(k)?.equals(v));
-  const activeState = { endpoints: read('endpoints', active), policy: read('policy', active), prange: read('prange', active), ipcache: read('ipcache', active) };
+  const activeState = Object.fromEntries(SLOT_KINDS.map((kind) => [kind, read(kind, active)])) as Record<SlotKind, Map<string, Buffer>>;
   if (SLOT_KINDS.every((kind) => same(want[kind], activeState[kind]))) {
     if (cache) {
       cache.generation = gen;
@@ -89,18 +116,25 @@ export function applyCompiled(
   // Packets that read an earlier generation may still be judging from the slot about to be
   // rewritten: wait until every program running now has returned (an RCU grace period).
   barrier?.();
-  const written = { endpoints: 0, policy: 0, prange: 0, ipcache: 0 };
-  const deleted = { endpoints: 0, policy: 0, prange: 0, ipcache: 0 };
+  const written = { endpoints: 0, policy: 0 };
+  const deleted = { endpoints: 0, policy: 0 };
+  // what the inactive slot holds, read before any write (its rules are found through its lists)
+  const nextState = Object.fromEntries(SLOT_KINDS.map((kind) => [kind, read(kind, next)])) as Record<SlotKind, Map<string, Buffer>>;
   for (const kind of SLOT_KINDS) {
     const map = mapOf(abi.slotMapName(kind, next));
-    const have = read(kind, next);
+    const have = nextState[kind];
+    const counted = kind === 'endpoints' ? 'endpoints' : 'policy';
     for (const k of have.keys()) {
-      if (!want[kind].has(k) && map.delete(Buffer.from(k, 'hex'))) deleted[kind]++;
+      if (want[kind].has(k)) continue;
+      // an array's index cannot go: it is zeroed (the datapath never reads past a list's count)
+      if (isArrayKind(kind)) map.update(Buffer.from(k, 'hex'), GRULE_UNUSED);
+      else if (!map.delete(Buffer.from(k, 'hex'))) continue;
+      deleted[counted]++;
     }
     for (const [k, v] of want[kind]) {
       if (have.get(k)?.equals(v)) continue;
       map.update(Buffer.from(k, 'hex'), v);
-      written[kind]++;
+      written[counted]++;
     }
   }
   const flipped = bump(); // the flip: from here on every packet is judged from the new slot
@@ -109,12 +143,7 @@ export function applyCompiled(
     cache.slots[active] = activeState;
     cache.slots[next] = want;
   }
-  return {
-    endpointsWritten: written.endpoints,
-    endpointsDeleted: deleted.endpoints,
-    policyWritten: written.policy + written.prange + written.ipcache,
-    policyDeleted: deleted.policy + deleted.prange + deleted.ipcache,
-  };
+  return { endpointsWritten: written.endpoints, endpointsDeleted: deleted.endpoints, policyWritten: written.policy, policyDeleted: deleted.policy };
 }
 
 /** The grace-period barrier behind Datapath.waitForPrograms(), for anything holding the maps. */
@@ -133,6 +162,7 @@ export interface SlotCache {
 export interface ApplyStats {
   readonly endpointsWritten: number;
   readonly endpointsDeleted: number;
+  /** every other kind of policy state: policy keys, CIDR classes, host protection */
   readonly policyWritten: number;
   readonly policyDeleted: number;
 }
@@ -225,9 +255,9 @@ export class Datapath {
   }
 
   /**
-   * Programs the policy state to exactly `compiled`, atomically: the endpoints, policy keys and
-   * CIDR classes live in two slots and the programs judge each packet from the slot of the
-   * generation they read (its parity). After a grace-period barrier (no program still uses the
+   * Programs the policy state to exactly `compiled`, atomically: the endpoints, policy keys, CIDR
+   * classes and host-protection maps live in two slots and the programs judge each packet from
+   * the slot of the generation they read (its parity). After a grace-period barrier (no program still uses the
    * inactive slot), the inactive slot is brought to `compiled` completely, then one write of the
    * generation flips every map at once; that bump also invalidates every deny verdict cached
    * under the old generation (docs/datapath.md: atomic updates). Nothing is written when the

@@ -17,6 +17,13 @@ import { matchesSelector } from './selector.js';
 import { IdAllocator } from './ids.js';
 import { comparePolicyKeys } from './reference.js';
 import { EndpointFlag, FIRST_CIDR_CLASS, Identity, Proto } from '../datapath/abi.js';
+import {
+  canonicalIp, compileGlobal, globalPrefixes, hostEndpointKey, type CompiledGlobal, type GlobalPortEntry, type GlobalRuleEntry,
+  type GlobalSetEntry, type GlobalTierEntry, type HostCompileOptions, type HostInterfaceEntry,
+} from './compile-global.js';
+
+export type { GlobalPortEntry, GlobalRuleEntry, GlobalSetEntry, GlobalTierEntry, HostCompileOptions, HostInterfaceEntry };
+export { globalPortKey, globalSetKey, globalTierKey } from './compile-global.js';
 
 const PROTO_NUMBER = { TCP: Proto.TCP, UDP: Proto.UDP, SCTP: Proto.SCTP } as const;
 export const EP_LOCAL = EndpointFlag.LOCAL;
@@ -24,13 +31,17 @@ export const EP_ISOLATED_INGRESS = EndpointFlag.ISOLATED_INGRESS;
 export const EP_ISOLATED_EGRESS = EndpointFlag.ISOLATED_EGRESS;
 
 export interface EndpointEntry {
-  /** pod key "namespace/name" */
+  /** pod key "namespace/name", HOST_ENDPOINT_KEY for the node's addresses, "host:<name>" for a
+   * host endpoint's (another node's) address */
   readonly key: string;
   readonly id: number;
   readonly identity: number;
   /** host-side interface of a local pod (0 = don't check) */
   readonly ifindex: number;
   readonly flags: number;
+  /** what global-policy selectors see at the address: a pod's identity, the identity of the host
+   * endpoints listing it, 0 = none (absent: identity) */
+  readonly selIdentity?: number;
 }
 
 /** One policy-map entry (weir_policy_key/value, docs/datapath.md). */
@@ -71,6 +82,17 @@ export interface CompiledDatapath {
   readonly cidrClasses: ReadonlyMap<string, CidrClass>;
   /** identity -> what it stands for (for display) */
   readonly identities: ReadonlyMap<number, IdentityInfo>;
+  /** host protection (empty without CompileOptions.host): weir_hostif, ifindex -> host endpoint
+   * (0: the node's "*" endpoint) */
+  readonly hostInterfaces: ReadonlyMap<number, HostInterfaceEntry>;
+  /** weir_gtier: globalTierKey(entry) -> a subject's list in globalRules */
+  readonly globalTiers: ReadonlyMap<string, GlobalTierEntry>;
+  /** weir_grules: index -> rule */
+  readonly globalRules: readonly GlobalRuleEntry[];
+  /** weir_gset: globalSetKey(entry) -> entry */
+  readonly globalSets: ReadonlyMap<string, GlobalSetEntry>;
+  /** weir_gport: globalPortKey(entry) -> entry */
+  readonly globalPorts: ReadonlyMap<string, GlobalPortEntry>;
 }
 
 export interface IdentityInfo {
@@ -199,7 +221,7 @@ function formatPrefix(p: Prefix128): string {
  * own. Extra prefixes only split classes: the argument above holds for any listed set that
  * includes every cidr and except, so which blocks match an address never changes.
  */
-function cidrClasses(policies: readonly NetworkPolicy[], hostAddresses: Iterable<string> = []): {
+function cidrClasses(policies: readonly NetworkPolicy[], hostAddresses: Iterable<string> = [], prefixes: Iterable<string> = []): {
   classes: Map<string, CidrClass>; covers: (block: IpBlock) => number[]; hostClass: (ip: string) => number | undefined;
 } {
   const byKey = new Map<string, Prefix128>();
@@ -209,6 +231,11 @@ function cidrClasses(policies: readonly NetworkPolicy[], hostAddresses: Iterable
   for (const ip of hostAddresses) {
     const h = hostPrefix(ip);
     if (h) add(h);
+  }
+  // the global policies' nets and notNets (an address is in a net iff its class is)
+  for (const c of prefixes) {
+    const parsed = parseCidr(c);
+    if (parsed) add(toPrefix128(parsed));
   }
   for (const pol of policies) {
     for (const rule of [...pol.ingress, ...pol.egress]) {
@@ -319,6 +346,8 @@ export interface CompileOptions {
    * the pod is isolated, as NetworkPolicy requires. An address a pod holds stays the pod's.
    */
   readonly hostIps?: readonly string[];
+  /** Host protection: this node's host endpoints, the global policies and failsafes. */
+  readonly host?: HostCompileOptions;
 }
 
 /** The endpoint-map key of the node's own addresses. */
@@ -351,7 +380,7 @@ export function compilePolicy(cluster: ClusterSnapshot, placed: readonly PlacedP
       if (targets.length > 0) blockNamed.set(rule, targets);
     }
   }
-  const { classes, covers, hostClass } = cidrClasses(policies, [...blockNamed.values()].flat().map((t) => t.ip));
+  const { classes, covers, hostClass } = cidrClasses(policies, [...blockNamed.values()].flat().map((t) => t.ip), opts.host ? globalPrefixes(opts.host.globalPolicies) : []);
 
   // 3. raw entries per (subject identity, direction, peer)
   const endpointFlags = new Map<number, number>();
@@ -476,22 +505,47 @@ export function compilePolicy(cluster: ClusterSnapshot, placed: readonly PlacedP
     endpointFlags.set(g.identity, (endpointFlags.get(g.identity) ?? 0) | flag | ranges);
   }
 
-  // 6. endpoints: every address of every placed pod
+  // 6. The global tier (host protection): lists, rules and sets; flags of pod identities.
+  const global: CompiledGlobal | undefined = opts.host
+    ? compileGlobal(opts.host, allIdentities, ids, (nets) => nets.flatMap((cidr) => covers({ cidr, except: [] })), portBlocks)
+    : undefined;
+
+  // 7. endpoints: every address of every placed pod
   const endpoints = new Map<string, EndpointEntry>();
   for (const { pod, ips, ifindex } of placed) {
     const key = `${pod.namespace}/${pod.name}`;
     const identity = podIdentity.get(key)!;
-    // A pod, or a whole namespace, in audit mode: whatever its policies would deny passes as audit.
+    // A pod, or a whole namespace, in audit mode: whatever its policies would deny passes as audit
+    // (with host protection, global denials too: AUDIT_ALL).
     const podAudit = inAuditMode(pod) || inAuditMode(cluster.namespaces.get(pod.namespace))
-      ? EndpointFlag.AUDIT_INGRESS | EndpointFlag.AUDIT_EGRESS : 0;
-    const entry: EndpointEntry = { key, id: ids.endpoint(key), identity, ifindex, flags: EP_LOCAL | podAudit | (endpointFlags.get(identity) ?? 0) };
+      ? EndpointFlag.AUDIT_INGRESS | EndpointFlag.AUDIT_EGRESS | (global ? EndpointFlag.AUDIT_ALL : 0) : 0;
+    const flags = EP_LOCAL | podAudit | (endpointFlags.get(identity) ?? 0) | (global?.podFlags.get(identity) ?? 0);
+    const entry: EndpointEntry = { key, id: ids.endpoint(key), identity, ifindex, flags, selIdentity: identity };
     for (const ip of ips) endpoints.set(ip, entry);
   }
-  // 7. the node's own addresses: identity HOST (never policed as a peer, see step 5)
-  const host: EndpointEntry = { key: HOST_ENDPOINT_KEY, id: 0, identity: Identity.HOST, ifindex: 0, flags: 0 };
-  for (const ip of opts.hostIps ?? []) if (!endpoints.has(ip)) endpoints.set(ip, host);
+  // 8. the node's own addresses: identity HOST (never policed as a peer, see step 5); selectors
+  // see the host endpoints listing the address
+  const held = new Set([...endpoints.keys()].map(canonicalIp));
+  for (const ip of opts.hostIps ?? []) {
+    if (endpoints.has(ip)) continue;
+    const entry: EndpointEntry = { key: HOST_ENDPOINT_KEY, id: 0, identity: Identity.HOST, ifindex: 0, flags: 0 };
+    endpoints.set(ip, global ? { ...entry, selIdentity: global.hostAddresses.get(canonicalIp(ip))?.selIdentity ?? 0 } : entry);
+    held.add(canonicalIp(ip));
+  }
+  // 9. other host endpoints' addresses: outside the node (WORLD), selectable by their labels
+  for (const [ip, a] of global?.hostAddresses ?? []) {
+    if (held.has(ip)) continue;
+    endpoints.set(ip, { key: hostEndpointKey(a.hostEndpoint), id: a.endpointId, identity: Identity.WORLD, ifindex: 0, flags: 0, selIdentity: a.selIdentity });
+  }
 
   const info = new Map<number, IdentityInfo>();
   for (const i of identities.values()) info.set(i.id, { namespace: i.namespace, labels: i.podLabels });
-  return { endpoints, policy, cidrClasses: classes, identities: info };
+  return {
+    endpoints, policy, cidrClasses: classes, identities: info,
+    hostInterfaces: global?.hostInterfaces ?? new Map(),
+    globalTiers: global?.globalTiers ?? new Map(),
+    globalRules: global?.globalRules ?? [],
+    globalSets: global?.globalSets ?? new Map(),
+    globalPorts: global?.globalPorts ?? new Map(),
+  };
 }

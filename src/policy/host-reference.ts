@@ -1,7 +1,8 @@
 // The reference evaluator for host protection: HostEndpoints, ordered GlobalNetworkPolicies,
-// failsafes and the NetworkPolicy tier, as plain code, one packet and one side at a time. Nothing
-// enforces this yet; it is the specification the datapath will be tested against, as
-// reference.ts is for NetworkPolicy. Keep it obviously correct rather than fast.
+// failsafes and the NetworkPolicy tier, as plain code, one packet and one side at a time. It is
+// the specification the datapath (bpf/lib/global.h) is tested against
+// (test/datapath/global-differential.test.ts), as reference.ts is for NetworkPolicy. Keep it
+// obviously correct rather than fast.
 //
 // Semantics (docs/policy.md, "Host protection"):
 // - A packet is judged on one side: entering or leaving a host interface of a node (subject

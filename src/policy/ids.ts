@@ -3,14 +3,24 @@
 // a flow event recorded before a change still resolves to what it meant when the packet flowed.
 import { Identity } from '../datapath/abi.js';
 
-export interface RuleInfo {
-  readonly kind: 'NetworkPolicy';
-  /** "namespace/name" of the policy */
-  readonly policy: string;
-  readonly direction: 'Ingress' | 'Egress';
-  /** index of the rule within spec.ingress / spec.egress */
-  readonly index: number;
-}
+export type RuleInfo =
+  | {
+    readonly kind: 'NetworkPolicy';
+    /** "namespace/name" of the policy */
+    readonly policy: string;
+    readonly direction: 'Ingress' | 'Egress';
+    /** index of the rule within spec.ingress / spec.egress */
+    readonly index: number;
+  }
+  | {
+    readonly kind: 'GlobalNetworkPolicy';
+    /** the policy's name (cluster-scoped) */
+    readonly policy: string;
+    readonly direction: 'Ingress' | 'Egress';
+    /** index of the rule within spec.ingress / spec.egress */
+    readonly index: number;
+    readonly action: 'Allow' | 'Deny' | 'Pass' | 'Log';
+  };
 
 export interface IdState {
   identities: Record<string, number>;
@@ -65,7 +75,10 @@ export class IdAllocator {
   }
 
   rule(info: RuleInfo): number {
-    const key = `${info.kind}|${info.policy}|${info.direction}|${info.index}`;
+    // A global rule's action is part of its key: a record keeps naming the action that decided.
+    const key = info.kind === 'NetworkPolicy'
+      ? `${info.kind}|${info.policy}|${info.direction}|${info.index}`
+      : `${info.kind}|${info.policy}|${info.direction}|${info.index}|${info.action}`;
     let id = this.state.rules[key];
     if (id === undefined) {
       id = this.state.next.rule++;

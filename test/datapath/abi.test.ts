@@ -16,8 +16,10 @@ test('ipToKey16 / key16ToIp: IPv4 as ::ffff:a.b.c.d, IPv6 compressed', () => {
 });
 
 test('map codecs round-trip', () => {
-  const ep = { id: 7, identity: 300, ifindex: 12, flags: abi.EndpointFlag.LOCAL | abi.EndpointFlag.AUDIT_INGRESS };
+  const ep = { id: 7, identity: 300, ifindex: 12, flags: abi.EndpointFlag.LOCAL | abi.EndpointFlag.AUDIT_INGRESS, selIdentity: 301 };
   assert.deepEqual(abi.decodeEndpoint(abi.encodeEndpoint(ep)), ep);
+  // sel_identity defaults to the identity (a pod's)
+  assert.equal(abi.decodeEndpoint(abi.encodeEndpoint({ id: 1, identity: 300, ifindex: 0, flags: 0 })).selIdentity, 300);
   const pk = { identity: 300, peer: 2, port: 8080, portBits: 16, proto: abi.Proto.TCP, direction: abi.Direction.INGRESS };
   assert.deepEqual(abi.decodePolicyKey(abi.encodePolicyKey(pk)), pk);
   const rk = { identity: 300, peer: 1 << 24, port: 8080, portBits: 12, proto: abi.Proto.SCTP, direction: abi.Direction.EGRESS };
@@ -30,8 +32,31 @@ test('map codecs round-trip', () => {
     createdNs: 1n, lastSeenNs: 2n, packetsFwd: 3n, bytesFwd: 4n, packetsRev: 5n, bytesRev: 6n,
     srcEp: 7, dstEp: 8, srcIdentity: 9, dstIdentity: 10, egressRuleId: 11, ingressRuleId: 12,
     ifindex: 13, revIfindex: 14, flags: abi.CtFlag.ENDED | abi.CtFlag.AUDITED, tcpFlagsFwd: 0x12, tcpFlagsRev: 0x11,
+    forwardRuleId: 15,
   };
   assert.deepEqual(abi.decodeCtEntry(abi.encodeCtEntry(ce)), ce);
+});
+
+test('host-protection codecs round-trip; a port block is a big-endian prefix', () => {
+  const h = { id: 3, identity: 400, flags: abi.EndpointFlag.AUDIT_ALL };
+  assert.deepEqual(abi.decodeHostIface(abi.encodeHostIface(h)), h);
+  const tk = { identity: 400, direction: abi.Direction.EGRESS, variant: abi.GlobalTierVariant.FORWARDED | abi.GlobalTierVariant.WITH_AUDIT };
+  assert.deepEqual(abi.decodeGlobalTierKey(abi.encodeGlobalTierKey(tk)), tk);
+  assert.deepEqual(abi.decodeGlobalTierValue(abi.encodeGlobalTierValue({ first: 9, count: 0 })), { first: 9, count: 0 });
+  const r: abi.GlobalRule = {
+    ruleId: 20, action: abi.GlobalAction.PASS, proto: abi.Proto.UDP, srcSel: 16, dstSel: 17, srcNets: 18, dstNets: 19,
+    srcNotNets: 20, dstNotNets: 21, srcPorts: 22, dstPorts: 23, srcNotPorts: 24, dstNotPorts: 25,
+  };
+  const rb = abi.encodeGlobalRule(r);
+  assert.equal(rb.length, 48);
+  assert.equal(rb.readUInt32LE(44), 25, 'dst_not_ports is the last field');
+  assert.deepEqual(abi.decodeGlobalRule(rb), r);
+  const sk = { set: 16, member: 300, port: (abi.Proto.TCP << 16) | 8080 };
+  assert.deepEqual(abi.decodeGlobalSetKey(abi.encodeGlobalSetKey(sk)), sk);
+  const pk = { set: 17, port: 0x1f40, portBits: 12 };
+  const pb = abi.encodeGlobalPortKey(pk);
+  assert.equal(pb.toString('hex'), '2c000000110000001f400000');
+  assert.deepEqual(abi.decodeGlobalPortKey(pb), pk);
 });
 
 test('per-CPU values are summed over 8-byte-aligned slots', () => {
@@ -57,27 +82,30 @@ function header(version: number, type: number, len: number, size = len): Buffer 
 }
 
 test('decodeRecord: LOST and flow records', () => {
-  const lost = header(1, abi.EventType.LOST, 24);
+  const lost = header(2, abi.EventType.LOST, 24);
   lost.writeBigUInt64LE(42n, 16);
   assert.deepEqual(abi.decodeRecord(lost), { type: 'LOST', cpu: 3, tsNs: 0n, lost: 42n });
-  const deny = header(1, abi.EventType.DENY, 136);
+  const deny = header(2, abi.EventType.DENY, 136);
   abi.ipToKey16('10.0.0.9').copy(deny, 24);
   abi.ipToKey16('10.0.0.1').copy(deny, 40);
   deny.writeUInt16LE(53, 58);
   deny.writeUInt32LE(4, 96);
+  deny.writeUInt32LE(77, 100);
   const r = abi.decodeRecord(deny);
   assert.equal(r.type, 'DENY');
   assert.ok(r.type === 'DENY');
-  assert.deepEqual([r.saddr, r.daddr, r.dport, r.count], ['10.0.0.9', '10.0.0.1', 53, 4]);
+  assert.deepEqual([r.saddr, r.daddr, r.dport, r.count, r.forwardRuleId], ['10.0.0.9', '10.0.0.1', 53, 4, 77]);
+  const log = abi.decodeRecord(header(2, abi.EventType.LOG, 136));
+  assert.equal(log.type, 'LOG');
 });
 
 test('decodeRecord never throws: unknown version, type or length come back INVALID', () => {
   const cases: Array<[Buffer, RegExp]> = [
     [Buffer.alloc(3), /shorter than its header/],
-    [header(2, abi.EventType.DENY, 136), /version 2/],
-    [header(1, 99, 24), /unknown record type 99/],
-    [header(1, abi.EventType.FLOW_END, 100), /expected 136/],
-    [header(1, abi.EventType.FLOW_START, 136, 64), /got 64/],
+    [header(1, abi.EventType.DENY, 136), /version 1/],
+    [header(2, 99, 24), /unknown record type 99/],
+    [header(2, abi.EventType.FLOW_END, 100), /expected 136/],
+    [header(2, abi.EventType.FLOW_START, 136, 64), /got 64/],
   ];
   for (const [buf, msg] of cases) {
     const r = abi.decodeRecord(buf);
@@ -91,5 +119,6 @@ test('reason and counter names', () => {
   assert.equal(abi.reasonName(abi.Reason.DROP_UNAPPROVED_REPLY), 'DROP_UNAPPROVED_REPLY');
   assert.equal(abi.REASON_NAMES[7], 'DENY_DEFAULT');
   assert.equal(abi.COUNTER_NAMES[0], 'EVENTS_LOST');
-  assert.equal(abi.reasonName(15), 'UNKNOWN(15)');
+  assert.equal(abi.reasonName(19), 'ALLOW_FORWARDED');
+  assert.equal(abi.reasonName(20), 'UNKNOWN(20)');
 });

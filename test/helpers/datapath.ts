@@ -7,7 +7,7 @@ import path from 'node:path';
 import { BpfObject, BpfMap, RingBufferReader, ensureBpffs, numPossibleCpus } from '../../src/datapath/libbpf.js';
 import * as abi from '../../src/datapath/abi.js';
 import { bpfObjectPath } from '../../src/paths.js';
-import { applyCompiled, type ApplyStats } from '../../src/datapath/datapath.js';
+import { applyCompiled, type ApplyStats, type SlotCache } from '../../src/datapath/datapath.js';
 import type { CompiledDatapath } from '../../src/policy/compile.js';
 
 export interface PortRule {
@@ -36,6 +36,9 @@ export interface PodSpec {
 
 let instances = 0;
 
+const SLOT_KINDS: readonly abi.SlotKind[] = ['endpoints', 'policy', 'prange', 'ipcache', 'hostif', 'gtier', 'grules', 'gset', 'gport'];
+const SLOT_MAP_NAMES = new Set(SLOT_KINDS.flatMap((k) => Array.from({ length: abi.SLOTS }, (_, slot) => abi.slotMapName(k, slot))));
+
 /** Throws (never skips) when the process cannot use BPF, with the reason in the message. */
 export function requireBpf(): void {
   if (typeof process.geteuid === 'function' && process.geteuid() !== 0) {
@@ -55,6 +58,10 @@ export class TestDatapath {
    * updates their flags like a recompile would. */
   private readonly ruleFlags = new Map<number, number>();
   private readonly endpoints = new Map<string, abi.Endpoint>();
+  /** What apply() last wrote to each slot (applyCompiled's cache, as Datapath keeps one): without
+   * it every apply reads both slots back, weir_grules (an array of 65536 rules) included. Any
+   * write that does not go through apply() drops it (see invalidate()). */
+  private readonly slotCache: SlotCache = { generation: -1, slots: [undefined, undefined] };
 
   private constructor(
     readonly obj: BpfObject,
@@ -93,8 +100,17 @@ export class TestDatapath {
     }
   }
 
+  /** A map of the object. A slot map may be written behind apply()'s back, so then apply()
+   * forgets what it knows of the slots and reads them again next time. */
   map(name: string): BpfMap {
+    if (SLOT_MAP_NAMES.has(name)) this.invalidate();
     return this.obj.map(name);
+  }
+
+  /** Drops apply()'s knowledge of the slots' contents. */
+  private invalidate(): void {
+    this.slotCache.generation = -1;
+    this.slotCache.slots = [undefined, undefined];
   }
 
   /** Runs a program on one packet; returns the tc action (0 OK, 2 SHOT) or the GC's count.
@@ -141,18 +157,18 @@ export class TestDatapath {
   /** Programs the whole policy state from the compiler's output, as the agent does
    * (src/datapath/datapath.ts applyCompiled: the inactive slot, then the generation flip). */
   apply(compiled: CompiledDatapath): ApplyStats {
-    return applyCompiled((name) => this.map(name), () => this.generation(), () => this.bumpGeneration(), compiled);
+    return applyCompiled((name) => this.obj.map(name), () => this.generation(), () => this.bumpGeneration(), compiled, this.slotCache);
   }
 
   generation(): number {
-    const raw = this.map(abi.MapName.config).lookup(abi.encodeIndexKey(0));
+    const raw = this.obj.map(abi.MapName.config).lookup(abi.encodeIndexKey(0));
     return raw ? abi.decodeConfig(raw).generation : 0;
   }
 
   /** weir_config_v1[0].generation + 1: invalidates every cached deny verdict. */
   bumpGeneration(): number {
     const next = abi.nextGeneration(this.generation());
-    this.map(abi.MapName.config).update(abi.encodeIndexKey(0), abi.encodeConfig({ generation: next }));
+    this.obj.map(abi.MapName.config).update(abi.encodeIndexKey(0), abi.encodeConfig({ generation: next }));
     return next;
   }
 
