@@ -3,7 +3,8 @@
 // clear message (no stack trace) and exit non-zero.
 import { spawnSync } from 'node:child_process';
 import { Command, Option, InvalidArgumentError } from 'commander';
-import { Lab, DEFAULT_LAB } from '../lab/lab.js';
+import { Lab, DEFAULT_LAB, type LabSettings } from '../lab/lab.js';
+import { labHostEndpoints } from '../lab/host-protection.js';
 import { readLabState } from '../lab/state.js';
 import { formatProbeTable, probeLab } from '../lab/probe.js';
 import { formatLabStatus } from '../lab/status.js';
@@ -40,11 +41,60 @@ function probeEndpoint(value: string): string {
   return value;
 }
 
-function printChange(change: { created: string[]; updated: string[]; deleted: string[] }): void {
+function printChange(change: { created: string[]; updated: string[]; deleted: string[] }, settings: string[] = []): void {
   for (const c of change.created) console.log(`created ${c}`);
   for (const c of change.updated) console.log(`updated ${c}`);
   for (const c of change.deleted) console.log(`deleted ${c}`);
-  if (change.created.length + change.updated.length + change.deleted.length === 0) console.log('no changes');
+  for (const c of settings) console.log(`set ${c}`);
+  if (change.created.length + change.updated.length + change.deleted.length + settings.length === 0) console.log('no changes');
+}
+
+/** The lab's host protection settings in words, one per setting. */
+function settingsText(s: Lab['settings']): string[] {
+  const f = s.failsafes;
+  return [
+    `auto-host-endpoints ${s.autoHostEndpoints ? 'on' : 'off'}`,
+    f.disabled ? 'failsafes disabled' : 'failsafes enabled',
+    `failsafe-inbound ${f.inbound === undefined ? '(default)' : JSON.stringify(f.inbound)}`,
+    `failsafe-outbound ${f.outbound === undefined ? '(default)' : JSON.stringify(f.outbound)}`,
+  ];
+}
+
+/** The host protection flags of `weir lab up` and `weir lab apply`. */
+interface HostFlags {
+  autoHostEndpoints?: boolean;
+  failsafeInbound?: string;
+  failsafeOutbound?: string;
+  failsafes?: boolean;
+}
+
+function addHostFlags(cmd: Command, persisted: string): Command {
+  return cmd
+    .option('--auto-host-endpoints', `one automatic HostEndpoint for the lab node ("*", the Node's labels and addresses; an applied HostEndpoint of the node for "*" wins)${persisted}`)
+    .option('--no-auto-host-endpoints', 'no automatic HostEndpoint')
+    .option('--failsafe-inbound <spec>', `failsafe ports to the node, no host policy can close them ("" for none; default "${DEFAULT_FAILSAFE_INBOUND}")${persisted}`)
+    .option('--failsafe-outbound <spec>', `failsafe ports from the node ("" for none; default "${DEFAULT_FAILSAFE_OUTBOUND}")${persisted}`)
+    .option('--failsafes', 'failsafe ports enabled (the default; undoes --no-failsafes)')
+    .option('--no-failsafes', 'disable failsafe ports: host policy alone decides, and can lock operators out of the node');
+}
+
+function hostSettings(o: HostFlags): LabSettings {
+  const failsafes = {
+    ...(o.failsafeInbound !== undefined ? { inbound: o.failsafeInbound } : {}),
+    ...(o.failsafeOutbound !== undefined ? { outbound: o.failsafeOutbound } : {}),
+    ...(o.failsafes !== undefined ? { disabled: !o.failsafes } : {}),
+  };
+  return {
+    ...(o.autoHostEndpoints !== undefined ? { autoHostEndpoints: o.autoHostEndpoints } : {}),
+    ...(Object.keys(failsafes).length > 0 ? { failsafes } : {}),
+  };
+}
+
+/** Warnings about host protection (failsafes disabled, Deny rules failsafes override) go to
+ * stderr, as `weir policy check` prints them. */
+function printWarnings(l: Lab): void {
+  for (const w of l.warnings()) console.error(`weir: warning: ${w}`);
+  for (const n of l.notes()) console.error(`weir: note: ${n}`);
 }
 
 export function buildCli(): Command {
@@ -54,22 +104,35 @@ export function buildCli(): Command {
 
   const lab = program.command('lab').description('a Kubernetes node on this machine: pods as network namespaces, real traffic through the real datapath');
   const labName = () => new Option('--name <lab>', 'lab name, so several labs can coexist').env('WEIR_LAB').default(DEFAULT_LAB);
-  const files = () => new Option('-f, --filename <file...>', 'Kubernetes YAML files (Namespace, Pod, NetworkPolicy)').makeOptionMandatory();
+  const KINDS = 'Kubernetes YAML files (Namespace, Pod, NetworkPolicy, Node, HostEndpoint, GlobalNetworkPolicy)';
+  const files = () => new Option('-f, --filename <file...>', KINDS).makeOptionMandatory();
 
-  lab.command('up').description('create the lab from manifests, load and attach the datapath, apply policy')
-    .addOption(files()).addOption(labName())
-    .action(async (o: { filename: string[]; name: string }) => {
-      const { lab: l, change } = await Lab.up(o.name, o.filename);
-      printChange(change);
-      console.log(`lab "${o.name}" is up: ${Object.keys(l.snapshot.pods).length} pods`);
-      l.close();
+  addHostFlags(lab.command('up').description('create the lab from manifests, load and attach the datapath, apply policy')
+    .addOption(files()).addOption(labName()), ' (kept until changed by `weir lab apply`)')
+    .action(async (o: { filename: string[]; name: string } & HostFlags) => {
+      const { lab: l, change } = await Lab.up(o.name, o.filename, hostSettings(o));
+      try {
+        printChange(change);
+        const heps = labHostEndpoints(l.snapshot).map((h) => h.name);
+        console.log(`lab "${o.name}" is up: ${Object.keys(l.snapshot.pods).length} pods${heps.length > 0 ? `, host endpoints ${heps.join(', ')}` : ''}`);
+        printWarnings(l);
+      } finally { l.close(); }
     });
 
-  lab.command('apply').description('create or replace objects; returns once the datapath enforces them')
-    .addOption(files()).addOption(labName())
-    .action(async (o: { filename: string[]; name: string }) => {
+  addHostFlags(lab.command('apply').description('create or replace objects, change host protection settings; returns once the datapath enforces them')
+    .addOption(new Option('-f, --filename <file...>', `${KINDS}; optional when only settings change`)).addOption(labName()), ' (kept)')
+    .action(async (o: { filename?: string[]; name: string } & HostFlags) => {
+      const settings = hostSettings(o);
+      if (!o.filename && Object.keys(settings).length === 0) {
+        throw new Error('nothing to apply: give -f FILE, or a setting (--auto-host-endpoints, --failsafe-inbound, --failsafe-outbound, --[no-]failsafes)');
+      }
       const l = Lab.open(o.name);
-      try { printChange(await l.apply(o.filename)); } finally { l.close(); }
+      try {
+        const before = settingsText(l.settings);
+        const change = await l.apply(o.filename ?? [], settings);
+        printChange(change, settingsText(l.settings).filter((t) => !before.includes(t)));
+        printWarnings(l);
+      } finally { l.close(); }
     });
 
   lab.command('delete').description('delete the objects the manifests name; returns once the datapath enforces it')

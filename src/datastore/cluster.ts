@@ -36,7 +36,8 @@ export class ClusterState implements ClusterSnapshot {
   readonly policies = new Map<string, NetworkPolicy>();
   /** The lab's Node object, by name (at most one: a lab is one node). */
   readonly nodes = new Map<string, Node>();
-  /** Host protection (cluster-scoped, by name). Validated and kept here; not enforced yet. */
+  /** Host protection (cluster-scoped, by name), as applied (the lab adds its automatic host
+   * endpoint when compiling, not here). */
   readonly hostEndpoints = new Map<string, HostEndpoint>();
   readonly globalPolicies = new Map<string, GlobalNetworkPolicy>();
 

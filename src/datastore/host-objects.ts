@@ -1,6 +1,6 @@
 // Host protection: HostEndpoint and GlobalNetworkPolicy, as validated, normalized models. Raw
-// YAML is turned into these by host-schema.ts. Not enforced yet: the semantics are in
-// src/policy/host-reference.ts and docs/policy.md ("Host protection").
+// YAML is turned into these by host-schema.ts. The semantics are in src/policy/host-reference.ts
+// and docs/policy.md ("Host protection"); the lab enforces them with its datapath.
 //
 // The YAML shape, close to Calico's projectcalico.org/v3 so users recognize it. Both kinds are
 // cluster-scoped (metadata.namespace is refused).

@@ -50,8 +50,8 @@ const KINDS = {
   Pod: { schema: podSchema, normalize: (raw: unknown, ns: string) => normalizePod(raw as z.infer<typeof podSchema>, ns) },
   NetworkPolicy: { schema: networkPolicySchema, normalize: (raw: unknown, ns: string) => normalizeNetworkPolicy(raw as z.infer<typeof networkPolicySchema>, ns) },
   Node: { schema: nodeSchema, normalize: (raw: unknown) => normalizeNode(raw as z.infer<typeof nodeSchema>) },
-  // host protection (weir.dev/v1alpha1, cluster-scoped): validated and held by ClusterState; the
-  // lab refuses them until the datapath enforces them
+  // host protection (weir.dev/v1alpha1, cluster-scoped): validated and held by ClusterState,
+  // enforced by the lab's datapath
   HostEndpoint: { schema: hostEndpointSchema, normalize: (raw: unknown) => normalizeHostEndpoint(raw as z.infer<typeof hostEndpointSchema>) },
   GlobalNetworkPolicy: { schema: globalNetworkPolicySchema, normalize: (raw: unknown) => normalizeGlobalNetworkPolicy(raw as z.infer<typeof globalNetworkPolicySchema>) },
 } as const;

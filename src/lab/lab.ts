@@ -1,20 +1,24 @@
 // `weir lab`: a Kubernetes node on this machine. The node is a network namespace, every pod a
 // network namespace joined to it by a veth pair, and Weir's real datapath is attached to the
-// node-side veths. Objects come from ordinary Kubernetes YAML; every change is validated as a
-// whole before anything is touched, and returns once the datapath enforces it.
+// node-side veths and to the node's uplink (its host interface). Objects come from ordinary
+// Kubernetes YAML; every change is validated as a whole before anything is touched, and returns
+// once the datapath enforces it.
 import { existsSync } from 'node:fs';
 import { ClusterState } from '../datastore/cluster.js';
 import { loadManifests } from '../datastore/manifest.js';
 import { describeObject, objectKey, type KubeObject, type Pod } from '../datastore/objects.js';
-import { compilePolicy, type CompiledDatapath, type PlacedPod } from '../policy/compile.js';
+import type { GlobalNetworkPolicy } from '../datastore/host-objects.js';
+import { compilePolicy, type CompileOptions, type CompiledDatapath, type HostCompileOptions, type PlacedPod } from '../policy/compile.js';
 import { IdAllocator } from '../policy/ids.js';
+import { failsafesFrom, type FailsafeSettings } from '../policy/failsafe.js';
 import { Datapath } from '../datapath/datapath.js';
 import { requirePrivileges } from '../datapath/privileges.js';
-import { assignAddresses, LAB_NODE_IPS, LAB_NODE_V4, LAB_NODE_V6, LAB_WORLD_V4, LAB_WORLD_V6 } from './addresses.js';
-import { LabNetwork, type LabHostRole, type PodAttachment } from './network.js';
+import { assignAddresses, LAB_NODE_V4, LAB_NODE_V6, LAB_WORLD_V4, LAB_WORLD_V6 } from './addresses.js';
+import { LabNetwork, UPLINK_IFNAME, type LabHostRole, type PodAttachment } from './network.js';
 import {
   checkLabName, labDir, labExists, labPinRoot, readLabState, removeLabDir, writeLabState, type LabHostState, type LabPodState, type LabState,
 } from './state.js';
+import { labFailsafes, labHostEndpoints, labHostNotes, labHostWarnings, labNodeIps, labNodeName, mergeFailsafeSettings } from './host-protection.js';
 
 export const DEFAULT_LAB = 'weir';
 
@@ -22,6 +26,15 @@ export interface LabChange {
   readonly created: string[];
   readonly updated: string[];
   readonly deleted: string[];
+}
+
+/** Host protection settings of a lab (persisted in its state). */
+export interface LabSettings {
+  /** one automatic HostEndpoint for the lab node ("*", the Node's labels and addresses); an
+   * applied HostEndpoint of the node for "*" wins over it */
+  readonly autoHostEndpoints?: boolean;
+  /** failsafe ports; on apply, each given field replaces the lab's (undefined keeps it) */
+  readonly failsafes?: FailsafeSettings;
 }
 
 function podPorts(pod: Pod): string[] {
@@ -43,11 +56,12 @@ export class Lab {
   get snapshot(): Readonly<LabState> { return this.state; }
 
   /** Creates the lab from manifests. Fails if it is up already; on failure removes what it made. */
-  static async up(name: string, files: readonly string[]): Promise<{ lab: Lab; change: LabChange }> {
+  static async up(name: string, files: readonly string[], settings: LabSettings = {}): Promise<{ lab: Lab; change: LabChange }> {
     checkLabName(name);
     if (labExists(name)) throw new Error(`lab "${name}" is already up; change it with \`weir lab apply\`, or remove it with \`weir lab down\``);
+    const failsafes = mergeFailsafeSettings(undefined, settings.failsafes);
+    failsafesFrom(failsafes); // a bad port list fails here, before anything is made
     const objects = loadManifests(files).map((o) => o.object);
-    refuseHostProtection(objects);
     const cluster = new ClusterState(objects); // validates references before anything is created
     requirePrivileges('weir lab up');
     const network = new LabNetwork({ lab: name, stateDir: labDir(name) });
@@ -56,9 +70,15 @@ export class Lab {
       await network.createNode();
       await network.createUplink();
       datapath = await Datapath.install(labPinRoot(name));
+      // The node's host interface: inside the node netns, never one of the machine's.
+      const nodeNetnsPath = `/run/netns/${network.nodeNetns}`;
+      datapath.attachHostDevice({ ifname: UPLINK_IFNAME, netns: nodeNetnsPath });
       const state: LabState = {
         version: 1, name, createdAt: new Date().toISOString(), pinRoot: labPinRoot(name), nodeNetns: network.nodeNetns,
         objects: [], pods: {}, ids: new IdAllocator().toJSON(),
+        uplink: { ifname: UPLINK_IFNAME, ifindex: await network.uplinkIfindex() },
+        autoHostEndpoints: settings.autoHostEndpoints === true,
+        failsafes,
       };
       const lab = new Lab(state, network, datapath);
       const change = await lab.reconcile(cluster);
@@ -78,13 +98,39 @@ export class Lab {
     return new Lab(state, new LabNetwork({ lab: name, stateDir: labDir(name) }), Datapath.open(state.pinRoot));
   }
 
-  /** Creates or replaces objects. A bad batch changes nothing. */
-  async apply(files: readonly string[]): Promise<LabChange> {
+  /** Creates or replaces objects, and changes the given settings. A bad batch (or a bad
+   * failsafe list) changes nothing. */
+  async apply(files: readonly string[], settings: LabSettings = {}): Promise<LabChange> {
+    const next = this.nextSettings(settings);
+    failsafesFrom(next.failsafes);
     const objects = loadManifests(files).map((o) => o.object);
-    refuseHostProtection(objects);
     const cluster = this.cluster();
     cluster.apply(objects);
-    return this.reconcile(cluster);
+    return this.reconcile(cluster, next);
+  }
+
+  /** The lab's settings with `change` applied (undefined fields keep the lab's). */
+  private nextSettings(change: LabSettings): { autoHostEndpoints: boolean; failsafes: FailsafeSettings } {
+    return {
+      autoHostEndpoints: change.autoHostEndpoints ?? this.state.autoHostEndpoints === true,
+      failsafes: mergeFailsafeSettings(this.state.failsafes, change.failsafes),
+    };
+  }
+
+  /** The lab's host protection settings. */
+  get settings(): { autoHostEndpoints: boolean; failsafes: FailsafeSettings } {
+    return this.nextSettings({});
+  }
+
+  /** What a user of host protection should hear now: failsafes disabled, Deny rules that
+   * failsafes override (as `weir policy check` says them). */
+  warnings(): string[] {
+    return labHostWarnings(this.state);
+  }
+
+  /** Things worth knowing about host protection: host endpoints of another node. */
+  notes(): string[] {
+    return labHostNotes(this.state);
   }
 
   /** Deletes the objects the manifests name. */
@@ -104,12 +150,30 @@ export class Lab {
 
   /** What the datapath was last given (recomputed from state; ids are stable). */
   compiled(): CompiledDatapath {
-    return compilePolicy(this.cluster(), this.placedPods(this.cluster()), new IdAllocator(this.state.ids), this.compileOptions());
+    const cluster = this.cluster();
+    return compilePolicy(cluster, this.placedPods(cluster), new IdAllocator(this.state.ids), this.compileOptions(this.state));
   }
 
-  /** The node's addresses are the host's (identity HOST) once the lab has its uplink. */
-  private compileOptions(): { hostIps: readonly string[] } {
-    return { hostIps: this.state.host ? LAB_NODE_IPS : [] };
+  /** The node's addresses are the host's (identity HOST) once the lab has its uplink; with the
+   * uplink's programs attached, its host endpoints, global policies and failsafes too. */
+  private compileOptions(s: LabState): CompileOptions {
+    const hostIps = labNodeIps(s);
+    const host = this.hostCompileInput(s);
+    return host ? { hostIps, host } : { hostIps };
+  }
+
+  /** The host protection input of the compiler (none for a state from before the uplink had
+   * Weir's programs). */
+  hostCompileInput(s: LabState = this.state): HostCompileOptions | undefined {
+    if (!s.uplink) return undefined;
+    return {
+      node: labNodeName(s),
+      hostEndpoints: labHostEndpoints(s),
+      globalPolicies: s.objects.filter((o): o is GlobalNetworkPolicy => o.kind === 'GlobalNetworkPolicy'),
+      failsafes: labFailsafes(s),
+      // the node's policed host interfaces: name -> ifindex in the node netns
+      interfaces: new Map([[s.uplink.ifname, s.uplink.ifindex]]),
+    };
   }
 
   private placedPods(cluster: ClusterState): PlacedPod[] {
@@ -122,8 +186,8 @@ export class Lab {
     return placed;
   }
 
-  /** Brings pods' networks and the datapath maps to what `cluster` says. */
-  private async reconcile(cluster: ClusterState): Promise<LabChange> {
+  /** Brings pods' networks and the datapath maps to what `cluster` and `settings` say. */
+  private async reconcile(cluster: ClusterState, settings = this.settings): Promise<LabChange> {
     const ids = new IdAllocator(this.state.ids);
     try {
       await this.reconcilePods(cluster, ids);
@@ -137,9 +201,12 @@ export class Lab {
     const after = cluster.objects();
     const change = diffObjects(this.state.objects, after);
     // Compile and program the maps; then persist. The datapath enforces the change when this returns.
-    const compiled = compilePolicy(cluster, this.placedPods(cluster), ids, this.compileOptions());
+    const next: LabState = { ...this.state, objects: after, autoHostEndpoints: settings.autoHostEndpoints, failsafes: settings.failsafes };
+    const compiled = compilePolicy(cluster, this.placedPods(cluster), ids, this.compileOptions(next));
     this.datapath.apply(compiled);
     this.state.objects = after;
+    this.state.autoHostEndpoints = settings.autoHostEndpoints;
+    this.state.failsafes = settings.failsafes;
     this.state.ids = ids.toJSON();
     writeLabState(this.state);
     return change;
@@ -230,21 +297,6 @@ export class Lab {
 }
 
 /** What a reconcile changed, object by object, for the CLI to report. */
-export class HostProtectionNotEnforcedError extends Error {
-  constructor(readonly objects: readonly string[]) {
-    super(objects.map((o) => `${o}: host protection is not enforced by this version's lab yet; the batch was refused`).join('\n'));
-    this.name = 'HostProtectionNotEnforcedError';
-  }
-}
-
-/** HostEndpoint and GlobalNetworkPolicy validate (`weir policy check`), but the lab's datapath
- * does not enforce them yet. Accepting them would show a protection that is not there, so a
- * batch holding any is refused whole, before anything changes. */
-export function refuseHostProtection(objects: readonly KubeObject[]): void {
-  const host = objects.filter((o) => o.kind === 'HostEndpoint' || o.kind === 'GlobalNetworkPolicy').map((o) => describeObject(o));
-  if (host.length > 0) throw new HostProtectionNotEnforcedError(host);
-}
-
 function diffObjects(before: readonly KubeObject[], after: readonly KubeObject[]): LabChange {
   const id = (o: KubeObject) => `${o.kind}|${objectKey(o)}`;
   const old = new Map(before.map((o) => [id(o), o]));

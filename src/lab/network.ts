@@ -23,8 +23,9 @@
 //                                             └──────────────────────────────────┘
 //
 // The world reaches pods through the node (which forwards, source addresses unchanged); the node
-// reaches the world on the link; pods reach both through their default route. Nothing of Weir is
-// attached to the uplink (host endpoints are not enforced yet). A "host" agent runs in the node
+// reaches the world on the link; pods reach both through their default route. Weir's host-device
+// programs are attached to the uplink (inside the node netns, never to an interface of the
+// machine), where host endpoints police it. A "host" agent runs in the node
 // netns (serving the Node object's declared ports) and a "world" agent in the world netns (the
 // same ports), both pod agents, so probes can start and end there.
 import { spawn } from 'node:child_process';
@@ -199,6 +200,11 @@ export class LabNetwork {
     // The world reaches the pods (whatever their addresses) through the node.
     await run('ip', ['-n', world, 'route', 'replace', 'default', 'via', LAB_NODE_V4, 'dev', WORLD_IFNAME]);
     await run('ip', ['-n', world, '-6', 'route', 'replace', 'default', 'via', LAB_NODE_V6, 'dev', WORLD_IFNAME]);
+  }
+
+  /** The node's uplink, as the node netns numbers it (what the host-device programs see). */
+  async uplinkIfindex(): Promise<number> {
+    return (await linkInfo(this.nodeNetns, UPLINK_IFNAME)).ifindex;
   }
 
   /**

@@ -5,6 +5,7 @@ import { mkdirSync, readFileSync, renameSync, writeFileSync, existsSync, rmSync 
 import path from 'node:path';
 import type { KubeObject } from '../datastore/objects.js';
 import type { IdState } from '../policy/ids.js';
+import type { FailsafeSettings } from '../policy/failsafe.js';
 
 export const LAB_RUN_DIR = process.env.WEIR_LAB_DIR ?? '/run/weir/lab';
 export const LAB_PIN_DIR = '/sys/fs/bpf/weir';
@@ -46,6 +47,18 @@ export interface LabState {
   host?: LabHostState;
   /** the outside client behind the node's uplink */
   world?: LabHostState;
+  /** the node's uplink, carrying Weir's host-device programs (its ifindex in the node netns);
+   * absent in a state written before host protection */
+  uplink?: LabUplinkState;
+  /** one automatic HostEndpoint for the node ("*", the Node's labels and addresses) */
+  autoHostEndpoints?: boolean;
+  /** failsafe ports of the node's host endpoints (absent: the defaults) */
+  failsafes?: FailsafeSettings;
+}
+
+export interface LabUplinkState {
+  readonly ifname: string;
+  readonly ifindex: number;
 }
 
 export function checkLabName(name: string): void {

@@ -1,15 +1,10 @@
-// HostEndpoint and GlobalNetworkPolicy through the manifest reader and ClusterState, and the lab
-// refusing them (not enforced yet) before any change.
+// HostEndpoint and GlobalNetworkPolicy through the manifest reader and ClusterState. (The lab
+// enforces them: test/lab/host-protection.test.ts.)
 import test from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import { checkDuplicates, parseManifestText, type LoadedObject, type ManifestProblem } from '../../src/datastore/manifest.js';
 import { ClusterState, ClusterStateError } from '../../src/datastore/cluster.js';
 import { objectKey } from '../../src/datastore/objects.js';
-import { Lab, refuseHostProtection } from '../../src/lab/lab.js';
-import { labExists } from '../../src/lab/state.js';
 
 const HOST = `
 apiVersion: weir.dev/v1alpha1
@@ -80,27 +75,4 @@ test('two HostEndpoints for the same node and interface are refused, naming both
   const star = parse(HOST.replace('name: node1-eth0', 'name: all').replace('interfaceName: eth0', 'interfaceName: "*"')).objects.map((o) => o.object);
   cluster.apply(star);
   assert.deepEqual([...cluster.hostEndpoints.keys()].sort(), ['all', 'node1-eth0']);
-});
-
-test('the lab refuses a batch with host protection objects, naming each, before any change', async () => {
-  const objects = parse(HOST).objects.map((o) => o.object);
-  assert.throws(() => refuseHostProtection(objects), (e: unknown) => {
-    assert.equal((e as Error).message, [
-      "HostEndpoint node1-eth0: host protection is not enforced by this version's lab yet; the batch was refused",
-      "GlobalNetworkPolicy deny-ssh: host protection is not enforced by this version's lab yet; the batch was refused",
-    ].join('\n'));
-    return true;
-  });
-  refuseHostProtection(objects.filter(() => false)); // nothing to refuse
-  // Lab.up refuses before it checks privileges or creates anything.
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'weir-host-refuse-'));
-  const name = `hr${process.pid % 10000}`;
-  try {
-    const file = path.join(dir, 'host.yaml');
-    writeFileSync(file, HOST);
-    await assert.rejects(Lab.up(name, [file]), /HostEndpoint node1-eth0: host protection is not enforced by this version's lab yet; the batch was refused/);
-    assert.equal(labExists(name), false, 'no lab was created');
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
 });

@@ -172,15 +172,24 @@ spec:
     assert.equal(lab.cluster().policies.has('x/broken'), false);
     assert.equal(connected(await probeLab(lab.snapshot, { port: 80, protocol: 'TCP', timeoutMs: 1500 }), 'x/a', 'x/b'), false, 'enforcement unchanged');
 
-    // Host protection is not enforced yet: a batch holding it is refused whole, not half-applied.
+    // Host protection objects in a bad batch are refused with the rest, not half-applied.
     const host = file('host.yaml', `${PODS.replace('labels: {app: other}', 'labels: {app: a}')}
 ---
 apiVersion: weir.dev/v1alpha1
 kind: GlobalNetworkPolicy
 metadata: {name: deny-all}
 spec: {selector: {}, ingress: [{action: Deny}]}
+---
+apiVersion: weir.dev/v1alpha1
+kind: HostEndpoint
+metadata: {name: broken}
+spec: {node: n, interfaceName: eth0, expectedIPs: [not-an-ip]}
 `);
-    await assert.rejects(lab.apply([host]), /GlobalNetworkPolicy deny-all: host protection is not enforced by this version's lab yet; the batch was refused/);
+    await assert.rejects(lab.apply([host]), (e: unknown) => {
+      assert.ok(e instanceof ManifestError);
+      assert.match(e.message, /HostEndpoint broken: spec\.expectedIPs\[0\]/);
+      return true;
+    });
     assert.equal(lab.cluster().pods.get('x/a')!.labels.app, 'other', 'nothing from the refused batch was applied');
     assert.equal(lab.cluster().globalPolicies.size, 0);
 
