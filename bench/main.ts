@@ -1,16 +1,18 @@
-// `npm run bench [-- datapath|throughput|policy] [--quick]`: runs one benchmark, or both (datapath
-// first). Each prints human-readable lines and ends with one JSON line
+// `npm run bench [-- datapath|throughput|policy|host] [--quick]`: runs one benchmark, or all (in
+// this order). Each prints human-readable lines and ends with one JSON line
 // {"bench":"<name>","metrics":{...}}. Exit status is non-zero when a benchmark could not measure
 // what it claims to (e.g. the datapath dropped packets it should pass); speed never fails it.
 import * as datapath from './datapath.js';
 import * as throughput from './throughput.js';
 import * as policy from './policy.js';
+import * as host from './host.js';
 import { interruptedExitCode } from './common.js';
 
 const BENCHES: Record<string, (args: readonly string[]) => Promise<void>> = {
   datapath: datapath.main,
   throughput: throughput.main,
   policy: policy.main,
+  host: host.main,
 };
 
 async function main(argv: readonly string[]): Promise<number> {

@@ -15,6 +15,8 @@ import type { LabState } from '../lab/state.js';
 import { labResolver } from '../lab/resolver.js';
 import type { RuleInfo } from './ids.js';
 import { evaluate, type Decision, type RuleRef } from './reference.js';
+import { evaluateHost, type GlobalRuleRef, type HostEvaluation } from './host-reference.js';
+import { labFailsafes, labHostEndpoints, labNodeIps } from '../lab/host-protection.js';
 
 export interface ExplainOptions {
   /** "namespace/pod" */
@@ -27,7 +29,8 @@ export interface ExplainOptions {
   readonly sourcePort?: number;
 }
 
-export type SideReason = 'not-applicable' | 'not-isolated' | 'self' | 'node' | 'policy' | 'default-deny' | 'audit' | 'unknown';
+export type SideReason = 'not-applicable' | 'not-isolated' | 'self' | 'node' | 'policy' | 'default-deny' | 'audit'
+  | 'global-rule' | 'end-of-tier' | 'unknown';
 
 /** One side's decision (the sender's egress or the receiver's ingress), in terms both evaluators share. */
 export interface SideView {
@@ -39,8 +42,11 @@ export interface SideView {
   readonly rule?: RuleRef;
   /** datapath only: the rule id the maps hold (0 = none) */
   readonly ruleId?: number;
-  /** reason "default-deny" (and "audit"): the policies that select the pod in this direction */
+  /** reason "default-deny" (and "audit"): the policies that select the pod in this direction;
+   * "end-of-tier": the global policies that did */
   readonly policies?: readonly string[];
+  /** reason "global-rule": the deciding GlobalNetworkPolicy rule */
+  readonly globalRule?: GlobalRuleRef;
 }
 
 export interface SideBySide {
@@ -143,6 +149,9 @@ const REASON_VIEW: Partial<Record<number, SideReason>> = {
   [abi.Reason.ALLOW_HOST]: 'node',
   [abi.Reason.DENY_DEFAULT]: 'default-deny',
   [abi.Reason.AUDIT]: 'audit',
+  [abi.Reason.ALLOW_GLOBAL]: 'global-rule',
+  [abi.Reason.DENY_POLICY]: 'global-rule',
+  [abi.Reason.DENY_END_OF_TIER]: 'end-of-tier',
 };
 
 /** Names for what the datapath reported: rule ids through the lab's rule table, the selecting
@@ -160,8 +169,29 @@ export function datapathSide(raw: RawSide, pod: string | undefined, direction: '
     const info = names.rule(raw.ruleId);
     return info ? { ...base, rule: { policy: info.policy, direction: info.direction, index: info.index } } : base;
   }
+  if (reason === 'global-rule') {
+    const info = names.rule(raw.ruleId);
+    return info?.kind === 'GlobalNetworkPolicy'
+      ? { ...base, globalRule: { policy: info.policy, direction: info.direction, index: info.index, action: info.action } }
+      : base;
+  }
   if (reason === 'default-deny' || reason === 'audit') return { ...base, policies: names.isolatedBy(pod, direction) };
   return base;
+}
+
+/** One pod side as the host reference decides it (global tier, then NetworkPolicy). */
+export function referenceHostSide(ev: HostEvaluation, pod: string): SideView {
+  const d = ev.decision;
+  if (ev.verdict === 'audit' && d.reason !== 'network-policy') return { verdict: 'audit', reason: 'audit', pod };
+  switch (d.reason) {
+    case 'global-rule': return { verdict: ev.verdict, reason: 'global-rule', pod, globalRule: d.rule };
+    case 'end-of-tier': return { verdict: ev.verdict, reason: 'end-of-tier', pod, policies: d.policies };
+    case 'network-policy': {
+      const side = referenceSide(d.decision);
+      return ev.verdict === 'audit' && side.verdict !== 'audit' ? { ...side, verdict: 'audit', reason: 'audit' } : side;
+    }
+    default: return { verdict: ev.verdict, reason: 'unknown', pod };
+  }
 }
 
 export function referenceSide(d: Decision): SideView {
@@ -184,6 +214,7 @@ function overall(egress: SideView, ingress: SideView): SideBySide['verdict'] {
 }
 
 const ruleText = (r: RuleRef): string => `${r.policy} ${r.direction.toLowerCase()}[${r.index}]`;
+const globalRuleText = (r: GlobalRuleRef): string => `gnp/${r.policy} ${r.direction.toLowerCase()}[${r.index}] ${r.action}`;
 
 /** One line per side, e.g. `allow: x/allow-a ingress[0]`, `deny: no rule allowed it (selected by x/deny-b)`. */
 export function formatSide(s: SideView): string {
@@ -195,6 +226,8 @@ export function formatSide(s: SideView): string {
     case 'policy': return `allow: ${s.rule ? ruleText(s.rule) : `rule id ${s.ruleId ?? '?'} (not in the lab's rule table)`}`;
     case 'default-deny': return `deny: no rule allowed it (${s.pod} selected by ${(s.policies ?? []).join(', ') || '?'})`;
     case 'audit': return `audit: would be denied, passes in audit mode (${s.pod} selected by ${(s.policies ?? []).join(', ') || '?'})`;
+    case 'global-rule': return `${s.verdict}: ${s.globalRule ? globalRuleText(s.globalRule) : `rule id ${s.ruleId ?? '?'} (not in the lab's rule table)`}`;
+    case 'end-of-tier': return `deny: end of the global tier, no rule decided${s.policies ? ` (${s.pod} selected by ${s.policies.map((p) => `gnp/${p}`).join(', ')})` : ''}`;
     case 'unknown': return `${s.verdict}: reason unknown to this build`;
   }
 }
@@ -202,7 +235,8 @@ export function formatSide(s: SideView): string {
 function sideDifferences(label: string, ref: SideView, dp: SideView): string[] {
   const out: string[] = [];
   const same = ref.verdict === dp.verdict && ref.reason === dp.reason &&
-    (ref.reason !== 'policy' || (ref.rule !== undefined && dp.rule !== undefined && ruleText(ref.rule) === ruleText(dp.rule)));
+    (ref.reason !== 'policy' || (ref.rule !== undefined && dp.rule !== undefined && ruleText(ref.rule) === ruleText(dp.rule))) &&
+    (ref.reason !== 'global-rule' || (ref.globalRule !== undefined && dp.globalRule !== undefined && globalRuleText(ref.globalRule) === globalRuleText(dp.globalRule)));
   if (!same) out.push(`${label}: reference says "${formatSide(ref)}", datapath says "${formatSide(dp)}"`);
   return out;
 }
@@ -239,9 +273,19 @@ export function explainLab(state: LabState, opts: ExplainOptions, prog?: BpfProg
   const cluster = new ClusterState(state.objects.filter((o) => !(o.kind === 'Namespace' && o.name === 'default')));
   const placement = new Map(Object.entries(state.pods).map(([key, p]) => [key, [p.ipv4, p.ipv6].filter((x): x is string => !!x)]));
   const ev = evaluate(cluster, placement, { src, dst, protocol: opts.protocol, dstPort: opts.port });
-  const refEgress = referenceSide(ev.egress);
-  const refIngress = referenceSide(ev.ingress);
-  const reference: SideBySide = { verdict: ev.verdict, egress: refEgress, ingress: refIngress };
+  let refEgress = referenceSide(ev.egress);
+  let refIngress = referenceSide(ev.ingress);
+  if (cluster.globalPolicies.size > 0 && opts.from !== opts.to) {
+    // The global tier comes first: judge each pod side as the host reference does.
+    const world = {
+      cluster, placement, hostEndpoints: labHostEndpoints(state), globalPolicies: [...cluster.globalPolicies.values()],
+      failsafes: labFailsafes(state), nodeIps: labNodeIps(state),
+    };
+    const packet = { src, dst, protocol: opts.protocol, srcPort: sourcePort, dstPort: opts.port };
+    refEgress = referenceHostSide(evaluateHost(world, { kind: 'pod', pod: opts.from, direction: 'Egress' }, packet), opts.from);
+    refIngress = referenceHostSide(evaluateHost(world, { kind: 'pod', pod: opts.to, direction: 'Ingress' }, packet), opts.to);
+  }
+  const reference: SideBySide = { verdict: overall(refEgress, refIngress), egress: refEgress, ingress: refIngress };
 
   let datapath: SideBySide & { generation: number };
   const own = prog === undefined;

@@ -145,6 +145,52 @@ test('policy explain: reference and datapath agree on allowed, default-denied, a
     assert.match(bad.stderr, /--from x\/nope: no such pod in lab "[^"]+" \(pods: x\/a, x\/b, x\/c\)/);
     const badRef = await cli('policy', 'explain', '--from', 'nope', '--to', 'x/b', '--port', '80').then(() => undefined, (e: { stderr: string }) => e);
     assert.match(badRef!.stderr, /"nope" is not NAMESPACE\/POD/);
+
+    // Global policies come first, and explain shows them on both sides: a Deny of c's egress to
+    // port 80, a Pass for b's ingress (then NetworkPolicy decides), end of tier for a's ingress.
+    const gnp = path.join(dir, 'global.yaml');
+    writeFileSync(gnp, `
+apiVersion: weir.dev/v1alpha1
+kind: GlobalNetworkPolicy
+metadata: {name: deny-c-80}
+spec:
+  order: 1
+  selector: {matchLabels: {app: c}}
+  egress: [{action: Deny, protocol: TCP, destination: {ports: [80]}}, {action: Allow}]
+---
+apiVersion: weir.dev/v1alpha1
+kind: GlobalNetworkPolicy
+metadata: {name: pass-b}
+spec:
+  order: 2
+  selector: {matchLabels: {app: b}}
+  ingress: [{action: Pass}]
+---
+apiVersion: weir.dev/v1alpha1
+kind: GlobalNetworkPolicy
+metadata: {name: only-443-to-a}
+spec:
+  selector: {matchLabels: {app: a}}
+  ingress: [{action: Allow, protocol: TCP, destination: {ports: [443]}}]
+`);
+    await lab.apply([gnp]);
+    const g = lab.snapshot;
+    const gexplain = (from: string, to: string, port: number): Explanation => {
+      const e = explainLab(g, { from, to, port, protocol: 'TCP' });
+      assert.ok(e.agree, `reference and datapath disagree:\n${formatExplanation(e)}`);
+      return e;
+    };
+    const cDenied = gexplain('x/c', 'x/b', 80);
+    assert.equal(cDenied.datapath.egress.reason, 'global-rule');
+    assert.deepEqual(cDenied.datapath.egress.globalRule, { policy: 'deny-c-80', direction: 'Egress', index: 0, action: 'Deny' });
+    assert.match(formatExplanation(cDenied), /deny: gnp\/deny-c-80 egress\[0\] Deny/);
+    const passed = gexplain('x/a', 'x/b', 80);
+    assert.equal(passed.datapath.verdict, 'allow');
+    assert.deepEqual(passed.datapath.ingress.rule, { policy: 'x/allow-a', direction: 'Ingress', index: 1 });
+    const endOfTier = gexplain('x/b', 'x/a', 80);
+    assert.equal(endOfTier.datapath.verdict, 'deny');
+    assert.equal(endOfTier.datapath.ingress.reason, 'end-of-tier');
+    assert.equal(gexplain('x/b', 'x/a', 443).datapath.ingress.reason, 'global-rule');
   } finally {
     lab?.close();
     await Lab.down(name);
