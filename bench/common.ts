@@ -1,6 +1,7 @@
 // Shared by the benchmarks: statistics, the final JSON line, and teardown that also runs on
 // Ctrl-C / SIGTERM. Benchmarks measure; they never assert speed. They do fail (throw, non-zero
 // exit) when the thing measured did not work, since a fast broken datapath measures nothing.
+import type { BpfProgram } from '../src/datapath/libbpf.js';
 
 /** The median of a non-empty list (mean of the two middle values for an even count). */
 export function median(xs: readonly number[]): number {
@@ -76,4 +77,17 @@ export function onInterrupt(fn: Cleanup): () => void {
   return () => {
     cleanups.delete(fn);
   };
+}
+
+/** n single BPF_PROG_TEST_RUN runs (repeat 1) of `prog`, one packet each, every one checked to
+ * return `expect`; their durations. `drain` empties the ring buffer every 1,000 runs. */
+export function singles(prog: BpfProgram, n: number, packetFor: (i: number) => Buffer, expect: number, what: string, drain: () => void): number[] {
+  const out: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const r = prog.testRun({ data: packetFor(i), repeat: 1, dataOutSize: 0 });
+    check(r.retval === expect, `${what}: run ${i} returned ${r.retval}, expected ${expect}`);
+    out.push(r.durationNs);
+    if (i % 1000 === 999) drain();
+  }
+  return out;
 }

@@ -22,7 +22,7 @@ import { DEFAULT_FAILSAFES } from '../src/policy/failsafe.js';
 import { IdAllocator } from '../src/policy/ids.js';
 import { tcpPacket, TcpFlag } from '../test/helpers/packets.js';
 import { bpfObjectPath } from '../src/paths.js';
-import { check, median, onInterrupt, printFinal, requireRoot, round, type Metrics } from './common.js';
+import { check, median, onInterrupt, printFinal, requireRoot, round, singles, type Metrics } from './common.js';
 
 const TC_ACT_OK = 0;
 const NODE = 'bench-node';
@@ -68,17 +68,6 @@ function pods(): { objects: KubeObject[]; placed: PlacedPod[]; server: string; c
   return { objects: [ns, server, client], placed: [server, client].map((pod) => ({ pod, ips: pod.ips, ifindex: 0 })), server: '10.244.0.10', client: '10.244.0.11' };
 }
 
-function singles(prog: BpfProgram, n: number, packetFor: (i: number) => Buffer, what: string, drain: () => void): number[] {
-  const out: number[] = [];
-  for (let i = 0; i < n; i++) {
-    const r = prog.testRun({ data: packetFor(i), repeat: 1, dataOutSize: 0 });
-    check(r.retval === TC_ACT_OK, `${what}: run ${i} returned ${r.retval}, expected TC_ACT_OK`);
-    out.push(r.durationNs);
-    if (i % 1000 === 999) drain();
-  }
-  return out;
-}
-
 export async function benchHost(opts: Options): Promise<Metrics> {
   requireRoot('the host benchmark');
   const pinRoot = mkdtempSync(path.join('/sys/fs/bpf', 'weir-bench-host-'));
@@ -117,8 +106,8 @@ export async function benchHost(opts: Options): Promise<Metrics> {
       const runs: number[] = [], base: number[] = [];
       for (let done = 0; done < opts.singles; done += 500) {
         const n = Math.min(500, opts.singles - done);
-        base.push(...singles(noop, n, () => tcpPacket(CLIENT, NODE_IP, 1, SERVICE_PORT), 'no-op', drain));
-        runs.push(...singles(prog, n, packetFor, what, drain));
+        base.push(...singles(noop, n, () => tcpPacket(CLIENT, NODE_IP, 1, SERVICE_PORT), TC_ACT_OK, 'no-op', drain));
+        runs.push(...singles(prog, n, packetFor, TC_ACT_OK, what, drain));
       }
       return { ns: median(runs), noop: median(base) };
     };

@@ -10,7 +10,7 @@
 //    set is recompiled and applied, and the new port is checked to pass (and the old to be denied).
 import { mkdtempSync } from 'node:fs';
 import path from 'node:path';
-import { BpfObject, type BpfProgram } from '../src/datapath/libbpf.js';
+import { BpfObject } from '../src/datapath/libbpf.js';
 import * as abi from '../src/datapath/abi.js';
 import { Datapath, PROGRAMS } from '../src/datapath/datapath.js';
 import { ClusterState } from '../src/datastore/cluster.js';
@@ -21,7 +21,7 @@ import { labAddress } from '../src/lab/addresses.js';
 import { bpfObjectPath } from '../src/paths.js';
 import { RingBufferReader } from '../src/datapath/libbpf.js';
 import { tcpPacket, TcpFlag } from '../test/helpers/packets.js';
-import { check, median, onInterrupt, printFinal, requireRoot, round, type Metrics } from './common.js';
+import { check, median, onInterrupt, printFinal, requireRoot, round, singles, type Metrics } from './common.js';
 
 const TC_ACT_OK = 0;
 const TC_ACT_SHOT = 2;
@@ -75,17 +75,6 @@ function policy(j: number, port?: number): NetworkPolicy {
 function podWith(ns: number, app: number): number {
   for (let i = 0; i < PODS; i++) if (i % NAMESPACES === ns && i % APPS === app) return i;
   throw new Error(`no pod in ns-${ns} with app a${app}`);
-}
-
-function singles(prog: BpfProgram, n: number, packetFor: (i: number) => Buffer, expect: number, what: string, drain: () => void): number[] {
-  const out: number[] = [];
-  for (let i = 0; i < n; i++) {
-    const r = prog.testRun({ data: packetFor(i), repeat: 1, dataOutSize: 0 });
-    check(r.retval === expect, `${what}: run ${i} returned ${r.retval}, expected ${expect}`);
-    out.push(r.durationNs);
-    if (i % 1000 === 999) drain();
-  }
-  return out;
 }
 
 export async function benchPolicy(opts: Options): Promise<Metrics> {

@@ -206,6 +206,43 @@ static __always_inline struct weir_ct_entry *weir_ct_scratch(void)
 	return n;
 }
 
+/* The entry of a new flow (in the scratch slot, to be inserted by the caller): the packet's ids,
+ * times and interface, the given flags and reply veth, and the first packet counted when this hook
+ * counts the flow (each flow is counted at one hook). NULL: cannot happen (for the verifier). */
+static __always_inline struct weir_ct_entry *weir_ct_new_entry(const struct weir_ctx *c, __u16 flags,
+							       __u32 rev_ifindex, int counts)
+{
+	struct weir_ct_entry *n = weir_ct_scratch();
+
+	if (!n)
+		return 0;
+	n->created_ns = c->now;
+	n->last_seen_ns = c->now;
+	n->src_ep = c->ids.src_ep;
+	n->dst_ep = c->ids.dst_ep;
+	n->src_identity = c->ids.src_identity;
+	n->dst_identity = c->ids.dst_identity;
+	n->egress_rule_id = c->ids.egress_rule_id;
+	n->ingress_rule_id = c->ids.ingress_rule_id;
+	n->forward_rule_id = c->ids.forward_rule_id;
+	n->ifindex = c->ifindex;
+	n->rev_ifindex = rev_ifindex;
+	n->flags = flags;
+	if (counts) {
+		n->packets_fwd = 1;
+		n->bytes_fwd = c->len;
+		n->tcp_flags_fwd = c->p.tcp_flags;
+		if (c->p.tuple.proto == WEIR_PROTO_TCP) {
+			/* a stray RST/FIN opening a "flow": let the short timeout collect it */
+			if (c->p.tcp_flags & WEIR_TCP_RST)
+				n->flags |= WEIR_CT_RST;
+			if (c->p.tcp_flags & WEIR_TCP_FIN)
+				n->flags |= WEIR_CT_FIN_FWD;
+		}
+	}
+	return n;
+}
+
 /* A flow denied moments ago, judged under the current policy generation (weir_read_gen must have
  * run) at this hook and interface: its reason, and the packet is counted into the next DENY
  * record; it is dropped without being judged again (every lookup would give the same answer).
@@ -409,38 +446,16 @@ static __always_inline int weir_new_flow(struct weir_ctx *c, const struct weir_e
 	dst_local = dep && (dep->flags & WEIR_EP_LOCAL);
 	counts = from_pod || !src_local;
 	{
-		struct weir_ct_entry *n = weir_ct_scratch();
+		/* At FROM_POD the source passed anti-spoofing on this veth (the caller checked):
+		 * further packets of the flow through it need not look the endpoint up again. */
+		struct weir_ct_entry *n = weir_ct_new_entry(
+			c, (src_local ? WEIR_CT_NEED_EGRESS : 0) | (dst_local ? WEIR_CT_NEED_INGRESS : 0) |
+				   (from_pod ? WEIR_CT_EGRESS_OK | WEIR_CT_SRC_VETH : WEIR_CT_INGRESS_OK) |
+				   (d.verdict == WEIR_VERDICT_AUDIT ? WEIR_CT_AUDITED : 0),
+			dst_local ? weir_dst_veth(c, dep) : 0, counts);
 
 		if (!n)
 			return weir_verdict(c, WEIR_R_UNKNOWN, TC_ACT_SHOT);
-		n->created_ns = c->now;
-		n->last_seen_ns = c->now;
-		n->src_ep = c->ids.src_ep;
-		n->dst_ep = c->ids.dst_ep;
-		n->src_identity = c->ids.src_identity;
-		n->dst_identity = c->ids.dst_identity;
-		n->egress_rule_id = c->ids.egress_rule_id;
-		n->ingress_rule_id = c->ids.ingress_rule_id;
-		n->forward_rule_id = 0;
-		n->ifindex = c->ifindex;
-		n->rev_ifindex = dst_local ? weir_dst_veth(c, dep) : 0;
-		/* At FROM_POD the source passed anti-spoofing on this veth (the caller checked):
-		 * further packets of the flow through it need not look the endpoint up again. */
-		n->flags = (src_local ? WEIR_CT_NEED_EGRESS : 0) | (dst_local ? WEIR_CT_NEED_INGRESS : 0) |
-			  (from_pod ? WEIR_CT_EGRESS_OK | WEIR_CT_SRC_VETH : WEIR_CT_INGRESS_OK) |
-			  (d.verdict == WEIR_VERDICT_AUDIT ? WEIR_CT_AUDITED : 0);
-		if (counts) {
-			n->packets_fwd = 1;
-			n->bytes_fwd = c->len;
-			n->tcp_flags_fwd = c->p.tcp_flags;
-			if (c->p.tuple.proto == WEIR_PROTO_TCP) {
-				/* a stray RST/FIN opening a "flow": let the short timeout collect it */
-				if (c->p.tcp_flags & WEIR_TCP_RST)
-					n->flags |= WEIR_CT_RST;
-				if (c->p.tcp_flags & WEIR_TCP_FIN)
-					n->flags |= WEIR_CT_FIN_FWD;
-			}
-		}
 		if (bpf_map_update_elem(&weir_ct_v3, &c->p.tuple, n, BPF_NOEXIST)) {
 			/* Another CPU created it in the meantime: carry on as one of its packets. */
 			e = bpf_map_lookup_elem(&weir_ct_v3, &c->p.tuple);
@@ -659,36 +674,15 @@ static __always_inline int weir_hostdev_new_flow(struct weir_ctx *c, const struc
 	src_local = sep && (sep->flags & WEIR_EP_LOCAL);
 	dst_local = dep && (dep->flags & WEIR_EP_LOCAL);
 	{
-		struct weir_ct_entry *n = weir_ct_scratch();
+		/* A local destination pod's ingress still has to approve it (at TO_POD), and counts
+		 * it; otherwise this device does. (A local source pod created its entry at FROM_POD.) */
+		struct weir_ct_entry *n = weir_ct_new_entry(
+			c, weir_hostdev_seen(c) | (dst_local ? WEIR_CT_NEED_INGRESS : 0) |
+				   (d.verdict == WEIR_VERDICT_AUDIT ? WEIR_CT_AUDITED : 0),
+			dst_local ? weir_dst_veth(c, dep) : 0, !src_local && !dst_local);
 
 		if (!n)
 			return weir_verdict(c, WEIR_R_UNKNOWN, TC_ACT_SHOT);
-		n->created_ns = c->now;
-		n->last_seen_ns = c->now;
-		n->src_ep = c->ids.src_ep;
-		n->dst_ep = c->ids.dst_ep;
-		n->src_identity = c->ids.src_identity;
-		n->dst_identity = c->ids.dst_identity;
-		n->egress_rule_id = c->ids.egress_rule_id;
-		n->ingress_rule_id = c->ids.ingress_rule_id;
-		n->forward_rule_id = c->ids.forward_rule_id;
-		n->ifindex = c->ifindex;
-		n->rev_ifindex = dst_local ? weir_dst_veth(c, dep) : 0;
-		/* A local destination pod's ingress still has to approve it (at TO_POD), and counts
-		 * it; otherwise this device does. (A local source pod created its entry at FROM_POD.) */
-		n->flags = weir_hostdev_seen(c) | (dst_local ? WEIR_CT_NEED_INGRESS : 0) |
-			  (d.verdict == WEIR_VERDICT_AUDIT ? WEIR_CT_AUDITED : 0);
-		if (!src_local && !dst_local) {
-			n->packets_fwd = 1;
-			n->bytes_fwd = c->len;
-			n->tcp_flags_fwd = c->p.tcp_flags;
-			if (c->p.tuple.proto == WEIR_PROTO_TCP) {
-				if (c->p.tcp_flags & WEIR_TCP_RST)
-					n->flags |= WEIR_CT_RST;
-				if (c->p.tcp_flags & WEIR_TCP_FIN)
-					n->flags |= WEIR_CT_FIN_FWD;
-			}
-		}
 		if (bpf_map_update_elem(&weir_ct_v3, &c->p.tuple, n, BPF_NOEXIST)) {
 			e = bpf_map_lookup_elem(&weir_ct_v3, &c->p.tuple);
 			if (e)
