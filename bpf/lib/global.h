@@ -335,8 +335,10 @@ static __always_inline void weir_host_decide_inline(struct weir_gtier_walk *w, c
 
 		weir_host_decide_once(w, hif, direction, forwarded, WEIR_GT_WITH_AUDIT, &all);
 		if (all.verdict == WEIR_VERDICT_DENY) {
+			/* the record names what would deny it: the audit-mode rule (0: a default) */
 			d->verdict = WEIR_VERDICT_AUDIT;
 			d->reason = WEIR_R_AUDIT;
+			d->rule_id = all.rule_id;
 		}
 	}
 }

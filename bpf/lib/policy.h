@@ -196,12 +196,16 @@ static __always_inline void weir_pod_decide(struct weir_gtier_walk *w, const str
 	if (d->verdict == WEIR_VERDICT_ALLOW && (ep->flags & gaudit)) {
 		__u8 verdict = np.verdict;
 		__u16 reason = 0;
+		__u32 would = np.rule_id;
 
 		weir_gtier(w, ep->identity, direction, WEIR_GT_WITH_AUDIT);
-		weir_gtier_decided(w, &verdict, &reason);
+		if (weir_gtier_decided(w, &verdict, &reason))
+			would = w->rule_id;
 		if (verdict == WEIR_VERDICT_DENY) {
+			/* the record names what would deny it: the audit-mode rule (0: a default) */
 			d->verdict = WEIR_VERDICT_AUDIT;
 			d->reason = WEIR_R_AUDIT;
+			d->rule_id = would;
 		}
 	}
 }

@@ -133,7 +133,9 @@ function decision(ev: FlowEvent, resolver: Resolver): string {
     case Reason.ALLOW_HOST: return 'traffic with its own node (always allowed)';
     case Reason.DENY_DEFAULT: return `default deny: no ${way} rule allows it${policed()}${after()}`;
     case Reason.AUDIT:
-      return ruleId ? `audit: ${describeRule(ruleId, resolver)} would deny it (${way})` : `audit: default deny would drop it (${way})${policed()}`;
+      // the rule that would deny it (an audit-mode policy's), else a default: NetworkPolicy's
+      // default deny, a global tier's end, or a host endpoint's default
+      return ruleId ? `audit: ${describeRule(ruleId, resolver)} would deny it (${way})` : `audit: default deny would drop it (${way})${policed()}${selected()}${hostEndpoint()}`;
     case Reason.ALLOW_FAILSAFE: {
       // inbound when the node is the destination (whichever hook made the record)
       const toHost = ev.dstIdentity === Identity.HOST ? true : ev.srcIdentity === Identity.HOST ? false : !egress;

@@ -475,7 +475,7 @@ describe('the global tier and host endpoints through the compiler and weir.o', (
     });
     let o = run('toPod', tcp(CLIENT, WEB, 8080));
     allowed(o, 'FLOW_START AUDIT AUDIT');
-    assert.equal(o.ingress, '', 'enforced: no global policy selects web, not isolated');
+    assert.equal(o.ingress, 'gnp audit-deny Ingress[0] Deny', 'the record names the audit-mode rule that would deny it');
     allowed(run('toPod', tcp(CLIENT, WEB, 80)), 'FLOW_START ALLOW ALLOW_NOT_ISOLATED');
     o = run('toPod', tcp(CLIENT, DB, 7000)); // an audit-mode Allow opens nothing
     denied(o, 'DENY DENY_POLICY', abi.Direction.INGRESS);
@@ -486,6 +486,7 @@ describe('the global tier and host endpoints through the compiler and weir.o', (
     assert.equal(o.ingress, 'gnp db-deny Ingress[1] Allow');
     o = run('fromHostDev', tcp(OUTSIDE, OUTSIDE2, 25)); // forwarded, allowed by default; the audit-mode policy would deny
     allowed(o, 'FLOW_START AUDIT AUDIT');
+    assert.equal(o.forward, 'gnp fwd-audit Ingress[0] Deny', 'the record names the audit-mode rule that would deny it');
     // an audit-mode policy cannot open the host's default deny
     world({ gnps: [gnp('open', { selector: sel({ role: 'uplink' }), audit: true, ingress: [rule('Allow')] })] });
     denied(run('fromHostDev', tcp(OUTSIDE, NODE_IP, 80)), 'DENY DENY_HOST_DEFAULT', abi.Direction.INGRESS);

@@ -12,7 +12,7 @@ import type { KubeObject, LabelSelector, Labels, Pod, PolicyType } from '../../s
 import type { EntityRule, GlobalNetworkPolicy, GlobalRule, HostEndpoint, PortMatch, RuleAction, RuleProtocol } from '../../src/datastore/host-objects.js';
 import { parseCidr } from '../../src/datastore/cidr.js';
 import { DEFAULT_FAILSAFES, FAILSAFES_DISABLED, failsafesFrom, type Failsafes } from '../../src/policy/failsafe.js';
-import type { GlobalRuleRef, HostEvaluation } from '../../src/policy/host-reference.js';
+import type { GlobalRuleRef, HostDecision, HostEvaluation } from '../../src/policy/host-reference.js';
 import type { IdAllocator } from '../../src/policy/ids.js';
 import { NODE_IPS, OUTSIDE_IPS, PORTS, randomCluster, type Gen } from './policy-gen.js';
 
@@ -254,5 +254,18 @@ export function hostSideExpectation(ev: HostEvaluation): SideExpectation {
     }
   }
   if (ev.verdict === 'audit') reason = 'AUDIT';
+  // An allow that only audit-mode policies would deny: the records name what would deny it.
+  if (ev.wouldDeny) rule = recordRule(ev.wouldDeny);
   return { reason, rule, logs: ev.logs.map(globalRuleName) };
+}
+
+/** The rule a record names for a decision: the deciding global rule, the Pass rule that led to
+ * a host endpoint's default, a NetworkPolicy rule; '' for none. */
+function recordRule(d: HostDecision): string {
+  switch (d.reason) {
+    case 'global-rule': return globalRuleName(d.rule);
+    case 'host-default': return d.passed ? globalRuleName(d.passed) : '';
+    case 'network-policy': return d.decision.reason === 'policy' ? `np ${d.decision.rule.policy} ${d.decision.rule.direction}[${d.decision.rule.index}]` : '';
+    default: return '';
+  }
 }
