@@ -48,7 +48,8 @@ export interface FlowRow {
   readonly start: number;
   readonly kind: RowKind;
   readonly verdict: 'allowed' | 'denied' | 'audit' | '';
-  /** enum weir_reason name, e.g. ALLOW_POLICY, DENY_DEFAULT ('' for lost rows) */
+  /** enum weir_reason name, e.g. ALLOW_POLICY, DENY_DEFAULT; lost rows: where the loss happened
+   * (ring_buffer, input_queue, invalid_record, flow_table, row_buffer, sink_queue, sink_error) */
   readonly reason: string;
   readonly direction: 'ingress' | 'egress' | 'both' | '';
   /** IP protocol number */
@@ -68,7 +69,8 @@ export interface FlowRow {
   readonly connectionsStarted: number;
   readonly connectionsCompleted: number;
   readonly connectionsLive: number;
-  /** denied rows: packets the row stands for; lost rows: events lost */
+  /** denied rows: packets the row stands for; flow rows: connections; audit and log rows: 1;
+   * lost rows: events lost */
   readonly count: number;
   /** the node whose agent wrote the row */
   readonly reporter: string;
