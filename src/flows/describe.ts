@@ -7,6 +7,7 @@ import {
 } from '../datapath/abi.js';
 import type { Labels } from '../datastore/objects.js';
 import type { RuleInfo } from '../policy/ids.js';
+import { ruleText } from './enrich.js';
 
 export type PeerKind = 'pod' | 'host' | 'world';
 
@@ -83,10 +84,7 @@ export function protocolName(proto: number): string {
  * (GlobalNetworkPolicy), `rule #42` (unknown). */
 export function describeRule(id: number, resolver: Resolver): string {
   if (id === 0) return 'no rule';
-  const r = resolver.rule(id);
-  if (!r) return `rule #${id}`;
-  if (r.kind === 'GlobalNetworkPolicy') return `gnp/${r.policy} ${r.direction.toLowerCase()}[${r.index}] ${r.action}`;
-  return `${r.policy} ${r.direction.toLowerCase()}[${r.index}]`;
+  return ruleText(id, resolver.rule(id));
 }
 
 function hostEndpointText(h: PeerHostEndpoint | undefined): string {
