@@ -1,16 +1,41 @@
 // `npm run demo`: the whole story in one minute. A small lab from examples/, traffic that policy
-// allows and denies, the flows the datapath reported (who, to whom, port, verdict, policy), then a
-// clean teardown and what to try next.
+// allows and denies, the flows the datapath reported (who, to whom, port, verdict, policy), the
+// denied flows as the flow agent stored them (`weir observe --verdict denied`), then a clean
+// teardown and what to try next.
+//
+// The lab's ring buffer has one reader: the flow agent, run in this process into an embedded chDB
+// store in a temporary directory (removed at the end). The records printed in step 3 are the
+// agent's batches, decoded and named, before its pipeline aggregates them.
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { Lab } from '../lab/lab.js';
-import { labExists } from '../lab/state.js';
+import { labExists, type LabState } from '../lab/state.js';
 import { formatProbeTable, probeLab } from '../lab/probe.js';
-import { FlowObserver } from '../flows/observe.js';
-import { formatFlow, type FlowView } from '../flows/describe.js';
+import { labResolver } from '../lab/resolver.js';
+import { decodeRecord } from '../datapath/abi.js';
+import { describeRecord, formatFlow, type FlowView } from '../flows/describe.js';
+import { runAgent, type Agent } from '../agent/agent.js';
+import { openStore } from '../store/store.js';
+import { runObserve } from './observe.js';
 import { repoRoot } from '../paths.js';
 
 const LAB = 'demo';
 const example = (f: string) => path.join(repoRoot, 'examples', f);
+
+/** The store steps must not hold the demo (and its teardown) hostage. */
+const STORE_STEP_TIMEOUT_MS = 30_000;
+
+async function withTimeout<T>(p: Promise<T>, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([p, new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`${what} within ${STORE_STEP_TIMEOUT_MS / 1000} s`)), STORE_STEP_TIMEOUT_MS);
+    })]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
 
 function step(text: string): void {
   console.log(`\n== ${text}`);
@@ -23,17 +48,20 @@ export async function runDemo(): Promise<void> {
   }
   step('weir lab up -f examples/demo.yaml   (4 pods in 3 namespaces, no policy yet)');
   const { lab } = await Lab.up(LAB, [example('demo.yaml')]);
-  const observer = FlowObserver.forLab(lab);
   const flows: FlowView[] = [];
-  observer.onFlow((f) => flows.push(f));
+  const storeDir = mkdtempSync(path.join(os.tmpdir(), 'weir-demo-flows-'));
+  let agent: Agent | undefined;
   try {
-    observer.start();
+    // The flow agent reads the lab's ring buffer into a flow store (chDB, embedded).
+    agent = await runAgent({ lab: LAB, store: { dataDir: storeDir } });
+    const resolver = labResolver(() => lab.snapshot as LabState);
+    agent.onRecords((batch) => { for (const raw of batch) flows.push(describeRecord(decodeRecord(raw), resolver)); });
     const matrix = async (port: number, protocol: 'TCP' | 'UDP' = 'TCP', family: 4 | 6 = 4) => {
       console.log(formatProbeTable(await probeLab(lab.snapshot, { port, protocol, family, timeoutMs: 1000 })));
     };
     console.log('Without policy every pod reaches every pod:');
     await matrix(8080);
-    observer.drain();
+    agent.drain();
     flows.length = 0; // from here on, show what policy does
 
     step('weir lab apply -f examples/demo-policy.yaml   (default deny in api, plus three allows)');
@@ -47,7 +75,7 @@ export async function runDemo(): Promise<void> {
 
     // Let the last records arrive, then read them.
     await new Promise((r) => setTimeout(r, 300));
-    observer.drain();
+    agent.drain();
     step(`flows the datapath reported since the policies (${flows.length} records from the BPF ring buffer, names resolved)`);
     // One line per decision; each pod-to-pod flow is judged twice: the sender's egress, the receiver's ingress.
     // Records from the two CPUs arrive interleaved; show them in time order.
@@ -57,8 +85,18 @@ export async function runDemo(): Promise<void> {
     const denied = flows.filter((f) => f.verdict === 'deny').length;
     const allowed = flows.filter((f) => f.type === 'flow-start' && f.verdict === 'allow').length;
     console.log(`\n${allowed} allow decisions and ${denied} deny records, each with the original source address and what decided it.`);
+
+    // Everything the agent holds reaches the store; then the observe command reads it back
+    // (through the agent's API, which the lab's agent.json names).
+    await withTimeout(agent.flush(), 'the flow agent did not reach its store');
+    step(`weir observe --lab ${LAB} --verdict denied   (denied flows, as the flow agent stored them in ClickHouse: embedded chDB)`);
+    await withTimeout(runObserve({ lab: LAB, verdict: ['denied'], output: 'table' }, { openStore, write: (t) => process.stdout.write(t) }),
+      'weir observe did not answer');
+    const s = agent.stats();
+    console.log(`\nThe agent stored ${s.rowsWritten} rows (allowed flows aggregated per interval, each denied flow with its original 5-tuple); events lost at any stage: ${s.lost.total}.`);
   } finally {
-    observer.close();
+    if (agent) await withTimeout(agent.close(), 'the flow agent did not close').catch((e: Error) => console.error(`weir demo: ${e.message}`));
+    rmSync(storeDir, { recursive: true, force: true });
     lab.close();
     step('weir lab down');
     await Lab.down(LAB);
@@ -68,6 +106,8 @@ export async function runDemo(): Promise<void> {
 What to try next (as root):
   weir lab up -f examples/demo.yaml            # the same lab, left running (npx weir, or node dist/src/cli/main.js)
   weir lab observe &                           # live flows, one line each
+  weir agent &                                 # instead of lab observe (a ring has one reader): flows into a store
+  weir observe --verdict denied --namespace api   # then: denied flows from the store
   weir lab probe --port 8080                   # the reachability matrix
   weir lab apply -f examples/demo-policy.yaml  # enforce the policies; probe again
   weir policy explain --from ops/debug --to api/orders --port 8080   # which rule decides, and why

@@ -10,6 +10,9 @@ import { formatProbeTable, probeLab } from '../lab/probe.js';
 import { formatLabStatus } from '../lab/status.js';
 import { observeLab } from '../flows/observe.js';
 import { runDemo } from './demo.js';
+import { addAgentCommand } from '../agent/cli.js';
+import { addObserveCommand } from './observe.js';
+import { openStore } from '../store/store.js';
 import { explainBpfFailure } from '../datapath/privileges.js';
 import { checkPolicies, formatCheck } from '../policy/check.js';
 import { explainLab, formatExplanation } from '../policy/explain.js';
@@ -259,6 +262,10 @@ export function buildCli(): Command {
       const e = explainLab(state, { from: o.from, to: o.to, port: o.port, protocol: o.protocol, family: o.ipv6 ? 6 : 4 });
       console.log(o.output === 'json' ? JSON.stringify(e) : formatExplanation(e));
     });
+
+  addObserveCommand(program, openStore);
+
+  addAgentCommand(program);
 
   program.command('demo').description('bring up a small lab, send allowed and denied traffic, show the flows, tear down')
     .action(async () => { await runDemo(); });
