@@ -1,4 +1,4 @@
-// `npm run bench [-- datapath|throughput|policy|host] [--quick]`: runs one benchmark, or all (in
+// `npm run bench [-- datapath|throughput|policy|host|pipeline] [--quick]`: runs one benchmark, or all (in
 // this order). Each prints human-readable lines and ends with one JSON line
 // {"bench":"<name>","metrics":{...}}. Exit status is non-zero when a benchmark could not measure
 // what it claims to (e.g. the datapath dropped packets it should pass); speed never fails it.
@@ -6,6 +6,7 @@ import * as datapath from './datapath.js';
 import * as throughput from './throughput.js';
 import * as policy from './policy.js';
 import * as host from './host.js';
+import * as pipeline from './pipeline.js';
 import { interruptedExitCode } from './common.js';
 
 const BENCHES: Record<string, (args: readonly string[]) => Promise<void>> = {
@@ -13,6 +14,7 @@ const BENCHES: Record<string, (args: readonly string[]) => Promise<void>> = {
   throughput: throughput.main,
   policy: policy.main,
   host: host.main,
+  pipeline: pipeline.main,
 };
 
 async function main(argv: readonly string[]): Promise<number> {
