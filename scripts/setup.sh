@@ -38,6 +38,10 @@ fi
 
 # npm dependencies: reinstall only when package-lock.json is newer than the last install.
 if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  # package-lock.json lists chdb's engine packages for every platform (os/cpu-restricted, so npm ci
+  # installs only this machine's). The registry here publishes only @chdb/lib-linux-x64-gnu, and
+  # npm install then leaves the others out of the lock, which npm ci refuses: after an
+  # `npm install`, check that the @chdb/lib-darwin-* and lib-linux-arm64-gnu entries are still there.
   echo "weir setup: npm ci"
   npm ci --no-audit --no-fund --loglevel=error
 fi
