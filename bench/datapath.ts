@@ -48,7 +48,7 @@ const PORT = 80;
 const ESTABLISHED_SPORT = 50_000;
 /** Source ports of the allow-new flows: FIRST_NEW_SPORT + i (kept clear of ESTABLISHED_SPORT). */
 const FIRST_NEW_SPORT = 10_000;
-/** The ring buffer (1 MiB) holds ~7700 flow records; drain well before it could fill. */
+/** The ring buffer (8 MiB) holds ~60,000 flow records; drain well before it could fill. */
 const DRAIN_EVERY = 1_000;
 
 interface RepeatedCase {

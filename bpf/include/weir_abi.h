@@ -386,7 +386,7 @@ struct weir_stat {
 
 /* weir_counters_v1 (per-CPU array of __u64, index enum weir_counter). */
 
-/* ---- ring-buffer records (map weir_events_v1) ----------------------------------------------- */
+/* ---- ring-buffer records (map weir_events_v2) ----------------------------------------------- */
 
 struct weir_event_hdr {
 	__u8 version; /* WEIR_EVENT_VERSION */

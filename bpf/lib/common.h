@@ -214,9 +214,11 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1 << 20);
+	/* 8 MiB, ~60k flow records: at 200k new flows/s, 0.3 s for the reader to come round (1 MiB
+	 * filled in 33 ms and lost records under load: docs/performance.md, pipeline) */
+	__uint(max_entries, 8 << 20);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} weir_events_v1 SEC(".maps");
+} weir_events_v2 SEC(".maps");
 
 /* The policy generation: read once per packet, before the endpoint and policy lookups a verdict
  * rests on (they all use its slot), so a verdict cached under it is never newer than the maps it

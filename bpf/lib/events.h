@@ -38,7 +38,7 @@ static __always_inline void *weir_event_reserve(__u32 size)
 	void *rec;
 
 	if (pend && *pend) {
-		struct weir_lost_event *l = bpf_ringbuf_reserve(&weir_events_v1, sizeof(*l), 0);
+		struct weir_lost_event *l = bpf_ringbuf_reserve(&weir_events_v2, sizeof(*l), 0);
 
 		/* If even the LOST record does not fit, the count stays pending for next time. */
 		if (l) {
@@ -50,7 +50,7 @@ static __always_inline void *weir_event_reserve(__u32 size)
 			weir_count(WEIR_C_EVENTS_SENT);
 		}
 	}
-	rec = bpf_ringbuf_reserve(&weir_events_v1, size, 0);
+	rec = bpf_ringbuf_reserve(&weir_events_v2, size, 0);
 	if (!rec) {
 		if (pend)
 			*pend += 1;

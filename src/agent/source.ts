@@ -1,6 +1,6 @@
 // The agent's source stage: the datapath's ring buffer read on the event loop (a uv_poll on the
 // ring's epoll fd, one batch per wake-up: no thread, no blocking read; a batch is at most what the
-// 1 MiB ring holds), handed on raw; the pipeline decodes in chunks, yielding to the event loop in
+// 8 MiB ring holds), handed on raw; the pipeline decodes in chunks, yielding to the event loop in
 // between. The conntrack collector runs every CONNTRACK_GC_INTERVAL_MS, so expired flows get
 // their FLOW_END records. What the kernel could not put in the ring arrives as LOST records,
 // which the pipeline counts and stores as `lost` rows.

@@ -213,7 +213,7 @@ export const MapName = {
   stats: 'weir_stats_v2',
   counters: 'weir_counters_v1',
   lostPending: 'weir_lost_pend_v1',
-  events: 'weir_events_v1',
+  events: 'weir_events_v2',
 } as const;
 
 export const ProgramName = {

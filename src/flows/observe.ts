@@ -6,6 +6,7 @@ import path from 'node:path';
 import { RingBufferReader } from '../datapath/libbpf.js';
 import { decodeRecord } from '../datapath/abi.js';
 import { MAPS, type Datapath } from '../datapath/datapath.js';
+import { readAgentInfo } from '../agent/discovery.js';
 import { Lab } from '../lab/lab.js';
 import { labResolver } from '../lab/resolver.js';
 import { labDir, readLabState, type LabState } from '../lab/state.js';
@@ -61,6 +62,12 @@ export class FlowObserver {
 
 /** `weir lab observe`: prints records until interrupted (or for durationMs). */
 export async function observeLab(name: string, opts: { json: boolean; durationMs?: number }): Promise<void> {
+  // A ring buffer has one reader: with an agent reading this lab's ring, records would be split
+  // between the two and both would be wrong. The agent's stream has every record.
+  const agent = readAgentInfo(name);
+  if (agent) {
+    throw new Error(`lab "${name}" has a flow agent reading its records (${agent.url}): use \`weir observe --lab ${name} --follow\`, which reads them from the agent`);
+  }
   const lab = Lab.open(name);
   // Another `weir lab apply` may change the lab while we watch: re-read its state when it changes.
   // Names are looked up several times per record, so the file is checked at most every
