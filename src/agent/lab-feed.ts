@@ -6,9 +6,10 @@
 import { statSync } from 'node:fs';
 import path from 'node:path';
 import { labDir, readLabState, type LabState } from '../lab/state.js';
-import { labHostEndpoints, labNodeIps } from '../lab/host-protection.js';
+import { labHostEndpoints, labNodeIps, labNodeName } from '../lab/host-protection.js';
 import { LAB_WORLD_V4, LAB_WORLD_V6 } from '../lab/addresses.js';
 import type { EndpointRegistry, WorldName } from '../flows/registry.js';
+import type { Job, ReplicaSet } from '../datastore/objects.js';
 
 /** The lab's world client, named, as a default CIDR -> name mapping for a lab's agent. */
 export const LAB_WORLD_NAMES: readonly WorldName[] = [
@@ -31,12 +32,27 @@ export function applyLabState(registry: EndpointRegistry, s: LabState, before: L
       registry.deletePod(ns, name, atMs);
     }
   }
+  // The owners of ReplicaSets and Jobs before the pods, so a pod's Deployment or CronJob is exact
+  // from the start (without them, the registry goes by Kubernetes' naming convention).
+  const owned = (st: LabState | undefined) => (st?.objects ?? []).filter((o): o is ReplicaSet | Job => o.kind === 'ReplicaSet' || o.kind === 'Job');
+  for (const o of owned(s)) {
+    const refs = o.ownerReferences ?? [];
+    registry.setOwner(o.kind, o.namespace, o.name, refs.find((r) => r.controller) ?? refs[0] ?? null, atMs);
+  }
+  for (const o of owned(before)) {
+    if (!owned(s).some((n) => n.kind === o.kind && n.namespace === o.namespace && n.name === o.name)) registry.deleteOwner(o.kind, o.namespace, o.name);
+  }
+  const node = labNodeName(s);
   for (const o of s.objects) {
     if (o.kind !== 'Pod') continue;
     const placed = s.pods[`${o.namespace}/${o.name}`];
     if (!placed) continue;
     registry.upsertPod({
-      namespace: o.namespace, name: o.name, labels: o.labels, node: registry.node,
+      namespace: o.namespace, name: o.name, labels: o.labels,
+      // spec.nodeName when the manifest names a node, else the lab node (where every lab pod runs)
+      node: o.nodeName ?? node,
+      serviceAccount: o.serviceAccount ?? 'default',
+      ...(o.ownerReferences ? { ownerReferences: o.ownerReferences } : {}),
       ips: [placed.ipv4, placed.ipv6].filter((ip): ip is string => !!ip),
       ...(since !== undefined ? { since } : {}),
     }, atMs);

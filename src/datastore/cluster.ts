@@ -1,8 +1,9 @@
 // The datastore's view of the cluster: the current Namespaces, Pods, NetworkPolicies, the Node,
-// and the host protection objects (HostEndpoints, GlobalNetworkPolicies). Changes
+// the host protection objects (HostEndpoints, GlobalNetworkPolicies), and ReplicaSets and Jobs
+// (only for who owns them: pods' workloads). Changes
 // come in as whole objects (an applied object replaces the previous version, labels included, as
 // `kubectl replace` does) and are checked as a batch first, so a bad batch changes nothing.
-import type { KubeObject, Namespace, NetworkPolicy, Node, Pod } from './objects.js';
+import type { Job, KubeObject, Namespace, NetworkPolicy, Node, Pod, ReplicaSet } from './objects.js';
 import type { GlobalNetworkPolicy, HostEndpoint } from './host-objects.js';
 import { describeObject, objectKey } from './objects.js';
 
@@ -40,6 +41,9 @@ export class ClusterState implements ClusterSnapshot {
    * endpoint when compiling, not here). */
   readonly hostEndpoints = new Map<string, HostEndpoint>();
   readonly globalPolicies = new Map<string, GlobalNetworkPolicy>();
+  /** ReplicaSets and Jobs (namespace/name), for the owners of pods' owners. */
+  readonly replicaSets = new Map<string, ReplicaSet>();
+  readonly jobs = new Map<string, Job>();
 
   /** The Node object, if one was given. */
   get node(): Node | undefined {
@@ -57,7 +61,7 @@ export class ClusterState implements ClusterSnapshot {
   objects(): KubeObject[] {
     const namespaces = [...this.namespaces.values()].filter((ns) => !isUntouchedBuiltin(ns));
     return [...namespaces, ...this.nodes.values(), ...this.pods.values(), ...this.policies.values(),
-      ...this.hostEndpoints.values(), ...this.globalPolicies.values()];
+      ...this.hostEndpoints.values(), ...this.globalPolicies.values(), ...this.replicaSets.values(), ...this.jobs.values()];
   }
 
   /** Creates or replaces objects. Checked as a whole first: on error nothing changes. */
@@ -84,6 +88,8 @@ export class ClusterState implements ClusterSnapshot {
       if (obj.kind === 'Namespace') {
         for (const [k, p] of next.pods) if (p.namespace === key) next.pods.delete(k);
         for (const [k, p] of next.policies) if (p.namespace === key) next.policies.delete(k);
+        for (const [k, r] of next.replicaSets) if (r.namespace === key) next.replicaSets.delete(k);
+        for (const [k, j] of next.jobs) if (j.namespace === key) next.jobs.delete(k);
       }
     }
     this.adopt(next);
@@ -102,12 +108,14 @@ export class ClusterState implements ClusterSnapshot {
       case 'Node': return this.nodes as Map<string, KubeObject>;
       case 'HostEndpoint': return this.hostEndpoints as Map<string, KubeObject>;
       case 'GlobalNetworkPolicy': return this.globalPolicies as Map<string, KubeObject>;
+      case 'ReplicaSet': return this.replicaSets as Map<string, KubeObject>;
+      case 'Job': return this.jobs as Map<string, KubeObject>;
     }
   }
 
   private checkReferences(): void {
     const problems: string[] = [];
-    for (const obj of [...this.pods.values(), ...this.policies.values()]) {
+    for (const obj of [...this.pods.values(), ...this.policies.values(), ...this.replicaSets.values(), ...this.jobs.values()]) {
       if (!this.namespaces.has(obj.namespace)) {
         problems.push(`${describeObject(obj)}: metadata.namespace: "${obj.namespace}" does not exist; add a Namespace object for it`);
       }
@@ -149,12 +157,15 @@ export class ClusterState implements ClusterSnapshot {
     for (const [k, v] of this.nodes) c.nodes.set(k, v);
     for (const [k, v] of this.hostEndpoints) c.hostEndpoints.set(k, v);
     for (const [k, v] of this.globalPolicies) c.globalPolicies.set(k, v);
+    for (const [k, v] of this.replicaSets) c.replicaSets.set(k, v);
+    for (const [k, v] of this.jobs) c.jobs.set(k, v);
     return c;
   }
 
   private adopt(other: ClusterState): void {
     for (const [mine, theirs] of [[this.namespaces, other.namespaces], [this.pods, other.pods], [this.policies, other.policies], [this.nodes, other.nodes],
-      [this.hostEndpoints, other.hostEndpoints], [this.globalPolicies, other.globalPolicies]] as const) {
+      [this.hostEndpoints, other.hostEndpoints], [this.globalPolicies, other.globalPolicies],
+      [this.replicaSets, other.replicaSets], [this.jobs, other.jobs]] as const) {
       (mine as Map<string, unknown>).clear();
       for (const [k, v] of theirs) (mine as Map<string, unknown>).set(k, v);
     }

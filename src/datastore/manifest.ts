@@ -9,7 +9,8 @@ import { describeObject, isClusterScoped, objectKey } from './objects.js';
 import { fieldPath } from './field-path.js';
 import { globalNetworkPolicySchema, hostEndpointSchema, normalizeGlobalNetworkPolicy, normalizeHostEndpoint } from './host-schema.js';
 import {
-  namespaceSchema, networkPolicySchema, nodeSchema, normalizeNamespace, normalizeNetworkPolicy, normalizeNode, normalizePod, podSchema,
+  jobSchema, namespaceSchema, networkPolicySchema, nodeSchema, normalizeJob, normalizeNamespace, normalizeNetworkPolicy, normalizeNode,
+  normalizePod, normalizeReplicaSet, podSchema, replicaSetSchema,
 } from './schema.js';
 
 export { fieldPath };
@@ -54,6 +55,9 @@ const KINDS = {
   // enforced by the lab's datapath
   HostEndpoint: { schema: hostEndpointSchema, normalize: (raw: unknown) => normalizeHostEndpoint(raw as z.infer<typeof hostEndpointSchema>) },
   GlobalNetworkPolicy: { schema: globalNetworkPolicySchema, normalize: (raw: unknown) => normalizeGlobalNetworkPolicy(raw as z.infer<typeof globalNetworkPolicySchema>) },
+  // read for their owners only: a pod's ReplicaSet names its Deployment, a Job its CronJob
+  ReplicaSet: { schema: replicaSetSchema, normalize: (raw: unknown, ns: string) => normalizeReplicaSet(raw as z.infer<typeof replicaSetSchema>, ns) },
+  Job: { schema: jobSchema, normalize: (raw: unknown, ns: string) => normalizeJob(raw as z.infer<typeof jobSchema>, ns) },
 } as const;
 
 

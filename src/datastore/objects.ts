@@ -37,6 +37,14 @@ export interface Namespace {
   readonly annotations?: Labels;
 }
 
+/** One of metadata.ownerReferences: who made the object (a Pod's ReplicaSet, Job, StatefulSet...). */
+export interface OwnerReference {
+  readonly kind: string;
+  readonly name: string;
+  /** true on the managing controller's reference (at most one per object) */
+  readonly controller?: boolean;
+}
+
 export interface Pod {
   readonly kind: 'Pod';
   readonly namespace: string;
@@ -46,6 +54,32 @@ export interface Pod {
   readonly ports: readonly ContainerPort[];
   /** From status.podIP / status.podIPs when given; otherwise the lab assigns addresses. */
   readonly ips: readonly string[];
+  /** metadata.ownerReferences, when it has any (kind, name and controller only) */
+  readonly ownerReferences?: readonly OwnerReference[];
+  /** spec.serviceAccountName, else the deprecated spec.serviceAccount, else "default" (the API
+   * server's defaulting). Manifests always set it; undefined (a pod built by hand, or a lab state
+   * written before pods kept it) means "default". */
+  readonly serviceAccount?: string;
+  /** spec.nodeName, when the manifest names the node (the lab places pods on its own node) */
+  readonly nodeName?: string;
+}
+
+/** A ReplicaSet (apps/v1) or Job (batch/v1), kept only for its owner: a pod owned by one is
+ * attributed to the Deployment or CronJob that owns it (rather than guessed from names). */
+export interface ReplicaSet {
+  readonly kind: 'ReplicaSet';
+  readonly namespace: string;
+  readonly name: string;
+  /** metadata.ownerReferences, when it has any */
+  readonly ownerReferences?: readonly OwnerReference[];
+}
+
+export interface Job {
+  readonly kind: 'Job';
+  readonly namespace: string;
+  readonly name: string;
+  /** metadata.ownerReferences, when it has any */
+  readonly ownerReferences?: readonly OwnerReference[];
 }
 
 export interface PolicyPort {
@@ -111,7 +145,7 @@ export interface Node {
 /** The annotation on a Node listing the ports its host processes serve in the lab. */
 export const NODE_PORTS_ANNOTATION = 'lab.weir.dev/ports';
 
-export type KubeObject = Namespace | Pod | NetworkPolicy | Node | HostEndpoint | GlobalNetworkPolicy;
+export type KubeObject = Namespace | Pod | NetworkPolicy | Node | HostEndpoint | GlobalNetworkPolicy | ReplicaSet | Job;
 export type KubeKind = KubeObject['kind'];
 /** The objects that live in a namespace. */
 export type NamespacedObject = Extract<KubeObject, { readonly namespace: string }>;

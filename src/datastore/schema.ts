@@ -4,8 +4,8 @@
 import { z } from 'zod';
 import { AUDIT_ANNOTATION, NODE_PORTS_ANNOTATION } from './objects.js';
 import type {
-  ContainerPort, LabelSelector, Namespace, NetworkPolicy, Node, Pod, PolicyPeer, PolicyPort, PolicyRule,
-  PolicyType,
+  ContainerPort, Job, LabelSelector, Namespace, NetworkPolicy, Node, OwnerReference, Pod, PolicyPeer, PolicyPort, PolicyRule,
+  PolicyType, ReplicaSet,
 } from './objects.js';
 import { isIP } from 'node:net';
 import { cidrStrictlyInside, parseCidr } from './cidr.js';
@@ -56,18 +56,21 @@ const labelSelector = z.strictObject({
   matchExpressions: z.array(selectorRequirement).optional(),
 });
 
-/** An object's metadata, with `name` checked by the kind's own rule. */
-const metadata = (name: z.ZodType<string>) => z.looseObject({
-  name,
+const metadataShape = {
   namespace: dnsLabel.optional(),
   labels: labelMap.nullish(),
   annotations: z.record(z.string(), z.string()).nullish(),
-}).superRefine((m, ctx) => {
+};
+
+function checkAuditAnnotation(m: { annotations?: Record<string, string> | null }, ctx: z.RefinementCtx): void {
   const audit = m.annotations?.[AUDIT_ANNOTATION];
   if (audit !== undefined && audit !== 'true' && audit !== 'false') {
     ctx.addIssue({ code: 'custom', path: ['annotations', AUDIT_ANNOTATION], message: 'must be "true" or "false"' });
   }
-});
+}
+
+/** An object's metadata, with `name` checked by the kind's own rule. */
+const metadata = (name: z.ZodType<string>) => z.looseObject({ name, ...metadataShape }).superRefine(checkAuditAnnotation);
 
 // IANA_SVC_NAME, as the API server checks port names: 1-15 characters [a-z0-9-], at least one
 // letter, no '-' at either end and no '--'.
@@ -150,11 +153,76 @@ const containerPort = z.looseObject({
 
 const ipAddress = z.string().refine((s) => isIP(s) !== 0, { error: 'must be an IPv4 or IPv6 address' });
 
+/** A required string field: "is required" when missing, "must be a string" otherwise. */
+const requiredString = (what: string) => z.string({
+  error: (iss) => (iss.input === undefined || iss.input === null ? `is required (${what})` : `must be a string (${what})`),
+}).min(1, { error: `must not be empty (${what})` });
+
+// metadata.ownerReferences, as the API server checks them (kind and name required; at most one
+// controller). apiVersion and uid, which the API server also requires, are not needed here: a
+// manifest written for the lab may leave them out.
+const ownerReference = z.looseObject({
+  apiVersion: z.string({ error: 'must be a string' }).optional(),
+  kind: requiredString('the owner\'s kind, e.g. ReplicaSet'),
+  name: requiredString('the owner\'s name'),
+  controller: z.boolean({ error: 'must be true or false' }).nullish(),
+});
+const ownerReferences = z.array(ownerReference, { error: 'must be a list of owner references ({kind, name, controller})' })
+  .superRefine((refs, ctx) => {
+    const first = refs.findIndex((r) => r.controller === true);
+    refs.forEach((r, i) => {
+      if (i > first && first >= 0 && r.controller === true) {
+        ctx.addIssue({ code: 'custom', path: [i, 'controller'], message: `only one owner reference can be the controller; ownerReferences[${first}] is already` });
+      }
+    });
+  });
+
+/** The metadata of objects others make (pods, ReplicaSets, Jobs): with their owner references. */
+const ownedMetadata = z.looseObject({ name: dnsSubdomain, ...metadataShape, ownerReferences: ownerReferences.nullish() })
+  .superRefine(checkAuditAnnotation);
+
+function ownersOf(meta: z.infer<typeof ownedMetadata>): { ownerReferences?: OwnerReference[] } {
+  const owners: OwnerReference[] = (meta.ownerReferences ?? []).map((r) => ({
+    kind: r.kind, name: r.name, ...(r.controller != null ? { controller: r.controller } : {}),
+  }));
+  return owners.length > 0 ? { ownerReferences: owners } : {};
+}
+
+// ReplicaSets and Jobs: read for their owners only (a Deployment's, a CronJob's); spec and status
+// are not looked at.
+export const replicaSetSchema = z.looseObject({
+  apiVersion: z.literal('apps/v1', { error: 'must be apps/v1' }),
+  kind: z.literal('ReplicaSet'),
+  metadata: ownedMetadata,
+});
+
+export const jobSchema = z.looseObject({
+  apiVersion: z.literal('batch/v1', { error: 'must be batch/v1' }),
+  kind: z.literal('Job'),
+  metadata: ownedMetadata,
+});
+
+export function normalizeReplicaSet(raw: z.infer<typeof replicaSetSchema>, defaultNamespace: string): ReplicaSet {
+  return { kind: 'ReplicaSet', namespace: raw.metadata.namespace ?? defaultNamespace, name: raw.metadata.name, ...ownersOf(raw.metadata) };
+}
+
+export function normalizeJob(raw: z.infer<typeof jobSchema>, defaultNamespace: string): Job {
+  return { kind: 'Job', namespace: raw.metadata.namespace ?? defaultNamespace, name: raw.metadata.name, ...ownersOf(raw.metadata) };
+}
+
+/** Service account and node names: RFC 1123 subdomains; empty means not set, as in the API. */
+const optionalSubdomain = z.string({ error: 'must be a string' }).refine((s) => s === '' || (s.length <= 253 && DNS_SUBDOMAIN.test(s)), {
+  error: 'must be a lowercase RFC 1123 subdomain',
+});
+
 export const podSchema = z.looseObject({
   apiVersion: z.literal('v1', { error: 'must be v1' }),
   kind: z.literal('Pod'),
-  metadata: metadata(dnsSubdomain),
+  metadata: ownedMetadata,
   spec: z.looseObject({
+    serviceAccountName: optionalSubdomain.nullish(),
+    serviceAccount: optionalSubdomain.nullish(),
+    nodeName: optionalSubdomain.nullish(),
     containers: z.array(z.looseObject({
       name: z.string().optional(),
       ports: z.array(containerPort).nullish(),
@@ -293,6 +361,10 @@ export function normalizePod(raw: z.infer<typeof podSchema>, defaultNamespace: s
     ...annotationsOf(raw.metadata),
     ports,
     ips: [...ips],
+    ...ownersOf(raw.metadata),
+    // the API server's defaulting: serviceAccountName, else the deprecated serviceAccount, else "default"
+    serviceAccount: raw.spec.serviceAccountName || raw.spec.serviceAccount || 'default',
+    ...(raw.spec.nodeName ? { nodeName: raw.spec.nodeName } : {}),
   };
 }
 

@@ -10,6 +10,7 @@ import path from 'node:path';
 import { Lab } from '../../src/lab/lab.js';
 import { labPinRoot } from '../../src/lab/state.js';
 import { probeLab } from '../../src/lab/probe.js';
+import { labNodeName } from '../../src/lab/host-protection.js';
 import { runAgent, type Agent } from '../../src/agent/agent.js';
 import { agentInfoFile, readAgentInfo } from '../../src/agent/discovery.js';
 import type { FlowStore } from '../../src/store/store.js';
@@ -44,6 +45,22 @@ apiVersion: v1
 kind: Pod
 metadata: {name: d, namespace: x, labels: {app: d}}
 spec: {containers: [{name: c, ports: [{containerPort: 80}]}]}
+---
+apiVersion: apps/v1
+kind: ReplicaSet
+metadata:
+  name: web-7d4b9c8f6d
+  namespace: x
+  ownerReferences: [{apiVersion: apps/v1, kind: Deployment, name: web, uid: 0f4a1a9e-3c55-4d0e-8a5e-6b8d3f2c9e01, controller: true}]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web-7d4b9c8f6d-q2x7z
+  namespace: x
+  labels: {app: web, pod-template-hash: 7d4b9c8f6d}
+  ownerReferences: [{apiVersion: apps/v1, kind: ReplicaSet, name: web-7d4b9c8f6d, uid: 5b0c1c52-1f6e-4c59-9a3e-0d6f1f7a1c11, controller: true}]
+spec: {serviceAccountName: web-sa, containers: [{name: c, ports: [{containerPort: 80}]}]}
 ---
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
@@ -149,9 +166,22 @@ test('agent: lab traffic -> enriched rows in the store, IP reuse, store outage, 
     const results = await Promise.all([
       probe('x/a', 80, 'TCP', 4, 1500), probe('x/a', 80, 'TCP', 6, 1500),
       probe('x/d', 80, 'TCP', 4, 500), probe('x/d', 80, 'TCP', 6, 500),
+      probe('x/web-7d4b9c8f6d-q2x7z', 80, 'TCP', 4, 500),
     ]);
-    assert.deepEqual(results.map((r) => r.results[0]!.connected), [true, true, false, false]);
+    assert.deepEqual(results.map((r) => r.results[0]!.connected), [true, true, false, false, false]);
     await agent.flush();
+
+    // Workload, service account and node: the pod's ReplicaSet names its Deployment (applied as
+    // an object; its name, <deployment>-<pod-template-hash>, would say so too); pods without
+    // owners have none and the "default" service account; every lab pod is on the lab node.
+    const node = labNodeName(lab.snapshot);
+    const webRows = await rowsOf(store, { src: { pod: ['x/web-7d4b9c8f6d-q2x7z'] }, verdict: ['denied'] });
+    assert.ok(webRows.length >= 1, 'a denied row from the web pod');
+    for (const r of webRows) {
+      assert.deepEqual([r.src.workloadKind, r.src.workload, r.src.serviceAccount, r.src.node], ['Deployment', 'web', 'web-sa', node],
+        JSON.stringify(r.src));
+      assert.deepEqual([r.dst.pod, r.dst.workloadKind, r.dst.workload, r.dst.serviceAccount, r.dst.node], ['b', '', '', 'default', node]);
+    }
 
     const allowed = await rowsOf(store, { src: { pod: ['x/a'] }, dst: { pod: ['x/b'] }, verdict: ['allowed'] });
     const ingress = allowed.filter((r) => r.policy === 'x/allow-a ingress[0]');

@@ -50,6 +50,51 @@ test('lab feed: a reused address names the old pod before the change and the new
   assert.equal(r.lookup('10.244.0.11', 30_000)?.pod, 'f');
 });
 
+test('lab feed: owner references, service account and node reach the registry (workload from the ReplicaSet name)', () => {
+  const r = new EndpointRegistry({ node: 'weir-feed-node' });
+  const web: Pod = {
+    ...pod('w', { app: 'web' }), serviceAccount: 'web-sa',
+    ownerReferences: [{ kind: 'ReplicaSet', name: 'web-7d4b9c8f6d', controller: true }],
+  };
+  const s = state([web, pod('old', {}), { ...pod('n', {}), nodeName: 'node-2' }], {
+    'x/w': placed('10.244.0.10', 'fd00:10:244::a'), 'x/old': placed('10.244.0.11', 'fd00:10:244::b'), 'x/n': placed('10.244.0.12', 'fd00:10:244::c'),
+  });
+  applyLabState(r, s, undefined, 5000, 1000);
+  const w = r.lookup('fd00:10:244::a', 5000);
+  assert.deepEqual([w?.workloadKind, w?.workload, w?.serviceAccount, w?.node], ['Deployment', 'web', 'web-sa', 'weir-feed-node']);
+  // a pod of a state written before pods kept these: no owner, the "default" service account
+  const old = r.lookup('10.244.0.11', 5000);
+  assert.deepEqual([old?.workloadKind, old?.workload, old?.serviceAccount, old?.node], ['', '', 'default', 'weir-feed-node']);
+  assert.equal(r.lookup('10.244.0.12', 5000)?.node, 'node-2', 'spec.nodeName when the manifest gives one');
+  // the lab's Node object names the node
+  const named = state([{ kind: 'Node', name: 'lab-node', labels: {}, ports: [] }, web], { 'x/w': s.pods['x/w']! });
+  applyLabState(r, named, s, 6000);
+  assert.equal(r.lookup('10.244.0.10', 6000)?.node, 'lab-node');
+});
+
+test('lab feed: ReplicaSet and Job objects make the owner exact, whatever the names say', () => {
+  const r = new EndpointRegistry({ node: 'weir-feed-node' });
+  const owned = (name: string, kind: 'ReplicaSet' | 'Job', owner: string): Pod => ({
+    ...pod(name, {}), ownerReferences: [{ kind, name: owner, controller: true }],
+  });
+  const pods = { 'x/p': placed('10.244.0.10', 'fd00:10:244::a'), 'x/q': placed('10.244.0.11', 'fd00:10:244::b') };
+  const objects: KubeObject[] = [
+    { kind: 'ReplicaSet', namespace: 'x', name: 'frontend', ownerReferences: [{ kind: 'Deployment', name: 'shop', controller: true }] },
+    { kind: 'Job', namespace: 'x', name: 'nightly-29000000' }, // made by hand: no CronJob, whatever its name says
+    owned('p', 'ReplicaSet', 'frontend'), owned('q', 'Job', 'nightly-29000000'),
+  ];
+  const s1 = state(objects, pods);
+  applyLabState(r, s1, undefined, 5000, 1000);
+  const who = (ip: string, at: number) => { const e = r.lookup(ip, at); return [e?.workloadKind, e?.workload]; };
+  assert.deepEqual(who('10.244.0.10', 2000), ['Deployment', 'shop'], 'from the lab\'s creation on');
+  assert.deepEqual(who('10.244.0.11', 2000), ['Job', 'nightly-29000000']);
+  // the ReplicaSet goes: the registry falls back to names for pods (re)resolved later
+  const s2 = state(objects.slice(1), pods);
+  applyLabState(r, s2, s1, 6000);
+  r.upsertPod({ namespace: 'x', name: 'p', labels: { changed: 'yes' }, ips: ['10.244.0.10'], ownerReferences: [{ kind: 'ReplicaSet', name: 'frontend', controller: true }] }, 7000);
+  assert.deepEqual(who('10.244.0.10', 7000), ['ReplicaSet', 'frontend']);
+});
+
 test('agent.json: one agent per lab; a dead agent\'s file does not block', () => {
   const lab = `claim${process.pid % 10000}`;
   try {

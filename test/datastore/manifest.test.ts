@@ -220,3 +220,106 @@ test('ManifestError lists every problem', () => {
   const e = new ManifestError([{ file: 'a.yaml', document: 1, object: 'Pod default/x', field: 'spec', message: 'is required' }]);
   assert.match(e.message, /a\.yaml: document 1: Pod default\/x: spec: is required/);
 });
+
+const podWith = (metadataExtra: string, specExtra: string) => `
+apiVersion: v1
+kind: Pod
+metadata: {name: w, namespace: x, labels: {app: web}${metadataExtra}}
+spec: {containers: [{name: c}]${specExtra}}
+`;
+
+test('pods keep owner references, the service account (defaulted like the API server) and the node name', () => {
+  const one = (text: string): Pod => {
+    const { objects, problems } = parse(text);
+    assert.deepEqual(problems, []);
+    return objects[0]!.object as Pod;
+  };
+  assert.deepEqual(one(podWith(
+    ', ownerReferences: [{apiVersion: apps/v1, kind: ReplicaSet, name: web-7d4b9c8f6d, uid: 1234, controller: true, blockOwnerDeletion: true}, {kind: Other, name: o}]',
+    ', serviceAccountName: web-sa, serviceAccount: old-sa, nodeName: node-1',
+  )), {
+    kind: 'Pod', namespace: 'x', name: 'w', labels: { app: 'web' }, ports: [], ips: [],
+    ownerReferences: [{ kind: 'ReplicaSet', name: 'web-7d4b9c8f6d', controller: true }, { kind: 'Other', name: 'o' }],
+    serviceAccount: 'web-sa', nodeName: 'node-1',
+  });
+  // no owners, no node, no service account: "default", as the API server sets it
+  assert.deepEqual(one(podWith('', '')), { kind: 'Pod', namespace: 'x', name: 'w', labels: { app: 'web' }, ports: [], ips: [], serviceAccount: 'default' });
+  // the deprecated spec.serviceAccount when serviceAccountName is not given; empty means not set
+  assert.equal(one(podWith('', ', serviceAccount: old-sa')).serviceAccount, 'old-sa');
+  assert.equal(one(podWith('', ', serviceAccountName: "", nodeName: ""')).serviceAccount, 'default');
+  assert.equal(one(podWith('', ', nodeName: ""')).nodeName, undefined);
+  assert.equal(one(podWith(', ownerReferences: []', '')).ownerReferences, undefined);
+  assert.equal(one(podWith(', ownerReferences: null', '')).ownerReferences, undefined);
+});
+
+test('pod owner references, service account and node name are validated, naming the field', () => {
+  assert.deepEqual(problemsOf(podWith(', ownerReferences: [{name: web-1}, {kind: ReplicaSet}, {kind: 5, name: ""}, {kind: Job, name: j, controller: "yes"}]', '')), [
+    'metadata.ownerReferences[0].kind: is required (the owner\'s kind, e.g. ReplicaSet)',
+    'metadata.ownerReferences[1].name: is required (the owner\'s name)',
+    'metadata.ownerReferences[2].kind: 5: must be a string (the owner\'s kind, e.g. ReplicaSet)',
+    'metadata.ownerReferences[2].name: "": must not be empty (the owner\'s name)',
+    'metadata.ownerReferences[3].controller: "yes": must be true or false',
+  ]);
+  assert.deepEqual(problemsOf(podWith(', ownerReferences: {kind: ReplicaSet, name: r}', '')), [
+    'metadata.ownerReferences: must be a list of owner references ({kind, name, controller})',
+  ]);
+  assert.deepEqual(problemsOf(podWith(', ownerReferences: [{kind: ReplicaSet, name: r, controller: true}, {kind: Job, name: j, controller: true}]', '')), [
+    'metadata.ownerReferences[1].controller: true: only one owner reference can be the controller; ownerReferences[0] is already',
+  ]);
+  assert.deepEqual(problemsOf(podWith('', ', serviceAccountName: Web_SA, serviceAccount: 7, nodeName: "-node"')), [
+    'spec.serviceAccountName: "Web_SA": must be a lowercase RFC 1123 subdomain',
+    'spec.serviceAccount: 7: must be a string',
+    'spec.nodeName: "-node": must be a lowercase RFC 1123 subdomain',
+  ]);
+});
+
+test('ReplicaSets and Jobs are read for their owners only, namespaced, and go with their namespace', () => {
+  const { objects, problems } = parse(`
+apiVersion: v1
+kind: Namespace
+metadata: {name: x}
+---
+apiVersion: apps/v1
+kind: ReplicaSet
+metadata: {name: web-7d4b9c8f6d, namespace: x, ownerReferences: [{apiVersion: apps/v1, kind: Deployment, name: web, controller: true}]}
+spec: {replicas: 2, selector: {matchLabels: {app: web}}, template: {metadata: {labels: {app: web}}}}
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: backup-29000000, namespace: x, ownerReferences: [{kind: CronJob, name: backup}]}
+spec: {template: {spec: {containers: [{name: c}]}}}
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: once}
+`);
+  assert.deepEqual(problems, []);
+  assert.deepEqual(objects.slice(1).map((o) => o.object), [
+    { kind: 'ReplicaSet', namespace: 'x', name: 'web-7d4b9c8f6d', ownerReferences: [{ kind: 'Deployment', name: 'web', controller: true }] },
+    { kind: 'Job', namespace: 'x', name: 'backup-29000000', ownerReferences: [{ kind: 'CronJob', name: 'backup' }] },
+    { kind: 'Job', namespace: 'default', name: 'once' },
+  ]);
+  const state = new ClusterState(objects.map((o) => o.object));
+  assert.deepEqual([...state.replicaSets.keys(), ...state.jobs.keys()], ['x/web-7d4b9c8f6d', 'x/backup-29000000', 'default/once']);
+  assert.equal(state.objects().length, 4);
+  state.delete([{ kind: 'Namespace', name: 'x', labels: {} }]);
+  assert.deepEqual([...state.replicaSets.keys(), ...state.jobs.keys()], ['default/once']);
+  assert.throws(() => state.apply([{ kind: 'ReplicaSet', namespace: 'nope', name: 'r' }]), /ReplicaSet nope\/r: metadata.namespace: "nope" does not exist/);
+});
+
+test('ReplicaSet and Job bad input: apiVersion, name, owner references', () => {
+  assert.deepEqual(problemsOf(`
+apiVersion: v1
+kind: ReplicaSet
+metadata: {name: Web, ownerReferences: [{kind: Deployment}]}
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: j, ownerReferences: [{kind: CronJob, name: c, controller: true}, {kind: Other, name: o, controller: true}]}
+`), [
+    'apiVersion: "v1": must be apps/v1',
+    'metadata.name: "Web": must be a lowercase RFC 1123 subdomain',
+    'metadata.ownerReferences[0].name: is required (the owner\'s name)',
+    'metadata.ownerReferences[1].controller: true: only one owner reference can be the controller; ownerReferences[0] is already',
+  ]);
+});
