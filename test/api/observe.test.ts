@@ -53,7 +53,8 @@ test('the command refuses what the API refuses, with the same words, naming the 
     [{ toNamespace: ['API'] }, '--to-namespace', 'dst_namespace'],
     [{ label: ['-x'] }, '--label', 'label'],
     [{ since: 'yesterday' }, '--since', 'since'],
-    [{ since: '1h', until: '2h' }, '--until', 'until'],
+    // absolute times: the message quotes both, and relative ones would move between the two parses
+    [{ since: '2026-01-01T02:00:00Z', until: '2026-01-01T01:00:00Z' }, '--until', 'until'],
     [{ verdict: ['dropped'] }, '--verdict', 'verdict'],
     [{ protocol: ['gre'] }, '--protocol', 'protocol'],
     [{ port: ['http'] }, '--port', 'port'],
