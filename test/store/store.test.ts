@@ -62,6 +62,28 @@ test('a row reads back as it was written, addresses IPv4-mapped and IPv6, labels
   assert.deepEqual(got, [r6, r4]);
 });
 
+test('a dedup token goes into the INSERT statement as one literal, whatever its text', async () => {
+  // the token is a SETTINGS value in the statement's text: quotes, backslashes, a newline or a
+  // `FORMAT` in it must neither break the statement nor change the settings
+  const tokens = ["it's", 'back\\slash\\', "q\\' , insert_deduplicate = 0 --", 'line\nbreak FORMAT TSV', 'ünï-🔑'];
+  for (const [i, token] of tokens.entries()) {
+    const batch = rows(3, `tok${i}`);
+    await store.insert(batch, token);
+    await store.insert(batch, token);
+    assert.equal(await store.count({ src: { namespace: [`tok${i}`] } }), 3, JSON.stringify(token));
+  }
+});
+
+test('labels and names with tabs, newlines, backslashes, quotes and unicode read back as written', async () => {
+  const odd = 'a\tb\nc\\d\'e"f\u00e9\u4e2d\u{1F600}\u0000g';
+  const r = row({ ts: T0 + 789, policy: odd, reporter: odd,
+    src: { namespace: 'esc', pod: odd, labels: { [odd]: odd, 'k\'"': '{}[]:,' }, name: odd },
+    dst: { workload: odd, labels: { '': '' } } });
+  await store.insert([r], 'esc-1');
+  const { rows: got } = await store.queryFlows({ filter: { src: { namespace: ['esc'] } }, limit: 10 });
+  assert.deepEqual(got, [r]);
+});
+
 test('the same dedup token twice stores the batch once, in the rollups too', async () => {
   const batch = rows(50, 'dedup');
   await store.insert(batch, 'dedup-1');
