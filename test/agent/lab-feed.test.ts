@@ -8,6 +8,7 @@ import { EndpointRegistry } from '../../src/flows/registry.js';
 import { applyLabState, LAB_WORLD_NAMES } from '../../src/agent/lab-feed.js';
 import { labDir, type LabPodState, type LabState } from '../../src/lab/state.js';
 import { agentInfoFile, claimAgentInfo, readAgentInfo, removeAgentInfo } from '../../src/agent/discovery.js';
+import { observeLab } from '../../src/flows/observe.js';
 import type { KubeObject, Pod } from '../../src/datastore/objects.js';
 
 const placed = (ipv4: string, ipv6: string): LabPodState => ({
@@ -95,7 +96,7 @@ test('lab feed: ReplicaSet and Job objects make the owner exact, whatever the na
   assert.deepEqual(who('10.244.0.10', 7000), ['ReplicaSet', 'frontend']);
 });
 
-test('agent.json: one agent per lab; a dead agent\'s file does not block', () => {
+test('agent.json: one agent per lab; a dead agent\'s file does not block; weir lab observe gives way', async () => {
   const lab = `claim${process.pid % 10000}`;
   try {
     const info = { version: 1 as const, lab, pid: process.pid, url: 'http://127.0.0.1:1', tokenRequired: false, store: '/d', startedAt: new Date().toISOString() };
@@ -110,6 +111,8 @@ test('agent.json: one agent per lab; a dead agent\'s file does not block', () =>
     assert.throws(() => claimAgentInfo(info), /has an agent already \(pid 1/);
     removeAgentInfo(lab); // not ours: stays
     assert.equal(readAgentInfo(lab)?.pid, 1);
+    // a ring buffer has one reader: weir lab observe refuses while the agent reads the lab
+    await assert.rejects(observeLab(lab, { json: false }), /has a flow agent reading its records \(http:\/\/127\.0\.0\.1:1\): use `weir observe --lab claim\d+ --follow`/);
   } finally {
     rmSync(labDir(lab), { recursive: true, force: true });
   }
