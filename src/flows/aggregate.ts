@@ -116,8 +116,18 @@ const EMPTY_SIDE: SideIdentity = Object.freeze({
   kind: '', ip: NO_IP, port: 0, namespace: '', pod: '', labels: Object.freeze({}), workloadKind: '', workload: '', serviceAccount: '', node: '', hostEndpoint: '', name: '',
 });
 
+const isU16 = (n: number): boolean => (n & 0xffff) === n;
+const isU32 = (n: number): boolean => n >>> 0 === n;
+
+/** A flow table key: the addresses (no '|' in them), then the ports and protocol as one UTF-16
+ * code unit each (fixed length, so distinct tuples get distinct keys). */
 const tupleKey = (saddr: string, daddr: string, sport: number, dport: number, proto: number): string =>
-  `${saddr}|${daddr}|${sport}|${dport}|${proto}`;
+  isU16(sport) && isU16(dport) && isU16(proto)
+    ? saddr + '|' + daddr + String.fromCharCode(sport, dport, proto)
+    : `!${saddr}|${daddr}|${sport}|${dport}|${proto}`; // (not from a decoded record; '!' starts no address)
+
+const lo16 = (n: number): number => n & 0xffff;
+const hi16 = (n: number): number => (n >>> 16) & 0xffff;
 
 /** A flow row's reason: that of the record that set the deciding rule (the destination's ingress
  * rule, else the source's egress rule), else of its FLOW_STARTs; a flow known only from its end or
@@ -142,6 +152,10 @@ export class Aggregator {
   private lost = new Map<LossSource, number>();
   private readonly lostTotal = new Map<LossSource, number>();
   private intervalStartMs: number;
+  /** Flow-row sides within one flush, by endpoint record (or world name), then port: without
+   * keepIps a side depends on nothing else. Records are immutable, so a cached side stays right;
+   * the cache is dropped at the flush's end. Rows of one flush may share a side object. */
+  private readonly sideCache = new Map<EndpointRecord | string, Map<number, SideIdentity>>();
   private ctGen = 0;
   private expired = 0;
 
@@ -209,6 +223,7 @@ export class Aggregator {
     const ts = this.toMs(ev.tsNs);
     const start = kind === 'denied' ? Math.min(ts, this.toMs(ev.startNs)) : ts;
     const count = kind === 'denied' ? ev.count : 1;
+    const p = this.e.policies(ev);
     return {
       ts, start, kind,
       verdict: verdictOf(ev.verdict),
@@ -217,7 +232,7 @@ export class Aggregator {
       protocol: ev.proto,
       src: this.e.side(ev.saddr, ev.sport, ev.srcIdentity, ts),
       dst: this.e.side(ev.daddr, ev.dport, ev.dstIdentity, ts),
-      ...this.e.policies(ev),
+      policy: p.policy, egressPolicy: p.egressPolicy, ingressPolicy: p.ingressPolicy, forwardPolicy: p.forwardPolicy,
       // denied packets are counted (bytes are not known); audit/log rows stand for one flow
       packetsFwd: kind === 'denied' ? count : 0, bytesFwd: 0, packetsRev: 0, bytesRev: 0,
       connectionsStarted: 0, connectionsCompleted: 0, connectionsLive: 0,
@@ -421,20 +436,65 @@ export class Aggregator {
       if (++n % chunk === 0) yield;
     }
     for (const b of buckets.values()) out.push(b.row);
+    this.sideCache.clear();
     for (const [source, k] of this.lost) out.push(this.lostRow(endMs, startMs, source, k));
     this.lost.clear();
     this.intervalStartMs = endMs;
     return out;
   }
 
+  /** world name -> small id, for bucket keys */
+  private readonly worldIds = new Map<string, number>();
+
+  /** A side in a bucket key without keepIps: 4 code units (record serial, or world name id). */
+  private sideCode(rec: EndpointRecord | undefined, ip: string): string {
+    if (rec) {
+      const n = rec.serial;
+      return String.fromCharCode(0, n & 0xffff, Math.floor(n / 0x10000) & 0xffff, Math.floor(n / 0x100000000) & 0xffff);
+    }
+    const name = this.e.registry.worldName(ip);
+    let id = this.worldIds.get(name);
+    if (id === undefined) {
+      id = this.worldIds.size;
+      this.worldIds.set(name, id);
+    }
+    return String.fromCharCode(1, lo16(id), hi16(id), 0);
+  }
+
   private sideKey(rec: EndpointRecord | undefined, ip: string): string {
-    const base = rec ? `#${rec.serial}` : `w:${this.e.registry.worldName(ip)}`;
-    return this.keepIps ? `${base}@${ip}` : base;
+    const base = rec ? '#' + rec.serial : 'w:' + this.e.registry.worldName(ip);
+    return this.keepIps ? base + '@' + ip : base;
   }
 
   private bucketKey(s: FlowState): string {
     const reason = flowReason(s);
-    return `${this.sideKey(s.src, s.saddr)}>${this.sideKey(s.dst, s.daddr)}|${s.dport}|${s.proto}|${s.audit ? 1 : 0}|${s.dirs}|${reason}|${s.egressRule}|${s.ingressRule}|${s.forwardRule}`;
+    if (!this.keepIps && isU16(s.dport) && (s.proto & 0xff) === s.proto && isU16(reason)
+      && isU32(s.egressRule) && isU32(s.ingressRule) && isU32(s.forwardRule) && (s.dirs & 3) === s.dirs) {
+      // fixed-length code units: distinct buckets get distinct keys
+      return this.sideCode(s.src, s.saddr) + this.sideCode(s.dst, s.daddr) + String.fromCharCode(
+        s.dport, s.proto | (s.audit ? 0x100 : 0) | (s.dirs << 9), reason,
+        lo16(s.egressRule), hi16(s.egressRule), lo16(s.ingressRule), hi16(s.ingressRule), lo16(s.forwardRule), hi16(s.forwardRule));
+    }
+    return this.sideKey(s.src, s.saddr) + '>' + this.sideKey(s.dst, s.daddr) + '|' + s.dport + '|' + s.proto + '|' + (s.audit ? 1 : 0)
+      + '|' + s.dirs + '|' + reason + '|' + s.egressRule + '|' + s.ingressRule + '|' + s.forwardRule;
+  }
+
+  /** A flow row's side (see sideCache). */
+  private flowSide(rec: EndpointRecord | undefined, ip: string, port: number): SideIdentity {
+    if (this.keepIps) return sideOf(rec, rowIp(ip), port, rec ? '' : this.e.registry.worldName(ip));
+    const world = rec ? '' : this.e.registry.worldName(ip);
+    const ck = rec ?? world;
+    let byPort = this.sideCache.get(ck);
+    if (byPort === undefined) {
+      byPort = new Map();
+      this.sideCache.set(ck, byPort);
+    }
+    let side = byPort.get(port);
+    if (side === undefined) {
+      side = sideOf(rec, NO_IP, port, world);
+      byPort.set(port, side);
+    }
+    return side;
   }
 
   private contribute(buckets: Map<string, Bucket>, s: FlowState, live: boolean, startMs: number, endMs: number): void {
@@ -448,13 +508,11 @@ export class Aggregator {
       // egress rule, else the forwarding host endpoint's
       const reason = flowReason(s);
       const name = this.e.ruleName;
-      const srcIp = this.keepIps ? rowIp(s.saddr) : NO_IP;
-      const dstIp = this.keepIps ? rowIp(s.daddr) : NO_IP;
       b = {
         row: {
           ts: endMs, start: endMs, kind: 'flow', verdict, reason: reasonOf(reason), direction, protocol: s.proto,
-          src: sideOf(s.src, srcIp, 0, s.src ? '' : this.e.registry.worldName(s.saddr)),
-          dst: sideOf(s.dst, dstIp, s.dport, s.dst ? '' : this.e.registry.worldName(s.daddr)),
+          src: this.flowSide(s.src, s.saddr, 0),
+          dst: this.flowSide(s.dst, s.daddr, s.dport),
           policy: name(s.ingressRule || s.egressRule || s.forwardRule),
           egressPolicy: name(s.egressRule), ingressPolicy: name(s.ingressRule), forwardPolicy: name(s.forwardRule),
           packetsFwd: 0, bytesFwd: 0, packetsRev: 0, bytesRev: 0,

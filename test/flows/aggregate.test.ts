@@ -224,3 +224,29 @@ test('pod to its node: the pod hook\'s record carries the host endpoint\'s rule 
     ['ALLOW_HOST', '', 'host', 'n1', 'egress'], // an address the registry does not know, with the HOST identity: this node
   ]);
 });
+
+test('flow buckets and tuples tell apart values that differ only in high bits; sides stay per row', () => {
+  const { agg } = setup();
+  // rule ids with the same low 16 bits, two ports, the same pair of pods
+  const ids = [16, 16 + 65_536, 0x7fff_0010];
+  let sport = 40_000;
+  for (const id of ids) {
+    for (const dport of [8080, 8081]) {
+      sport++;
+      agg.add(flow({ tsNs: T, saddr: FRONTEND, daddr: ORDERS, sport, dport, direction: Direction.INGRESS, hook: Hook.TO_POD, ingressRuleId: id }));
+      agg.add(flow({ type: 'FLOW_END', tsNs: T + SEC, saddr: FRONTEND, daddr: ORDERS, sport, dport, direction: Direction.BOTH, hook: Hook.GC, ingressRuleId: id, packetsFwd: 1n, bytesFwd: 10n }));
+    }
+  }
+  // a world source and a pod source to the same destination port are two buckets
+  agg.add(flow({ type: 'FLOW_END', tsNs: T + SEC, saddr: WORLD, daddr: ORDERS, sport: 1, dport: 8080, srcIdentity: Identity.WORLD, direction: Direction.BOTH, hook: Hook.GC, ingressRuleId: 16 }));
+  const rows = byKind(agg.flush(1_015_000), 'flow');
+  assert.equal(rows.length, ids.length * 2 + 1);
+  const keys = new Set(rows.map((r) => `${r.src.kind}|${r.dst.port}|${r.ingressPolicy}`));
+  assert.equal(keys.size, rows.length);
+  for (const r of rows) {
+    assert.equal(r.count, 1);
+    assert.equal(r.src.port, 0);
+    assert.equal(r.src.ip, '::');
+  }
+  assert.deepEqual(rows.filter((r) => r.src.kind === 'world').map((r) => [r.src.name, r.dst.pod, r.dst.port]), [['partner', 'orders-0', 8080]]);
+});
