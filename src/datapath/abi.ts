@@ -567,6 +567,11 @@ export function key16ToIp(b: Buffer): string {
   return `${hex.slice(0, bestStart).join(':')}::${hex.slice(bestStart + bestLen).join(':')}`;
 }
 
+/** An address as records carry it: dotted IPv4 (IPv4-mapped too), RFC 5952 IPv6. */
+export function canonicalIp(ip: string): string {
+  return key16ToIp(ipToKey16(ip));
+}
+
 // ---- map keys and values -------------------------------------------------------------------------
 
 export function encodeIpKey(ip: string): Buffer {

@@ -7,7 +7,7 @@
 // Per address, pod holders come before host holders: a pod address is never a node's; the node's
 // own addresses and the expectedIPs of host endpoints name hosts. What neither names is the world,
 // named by the longest configured CIDR containing it.
-import { ipToKey16, key16ToIp } from '../datapath/abi.js';
+import { canonicalIp } from '../datapath/abi.js';
 import { parseCidr, parseIp } from '../datastore/cidr.js';
 import type { Labels } from '../datastore/objects.js';
 
@@ -102,10 +102,8 @@ const RS_HASH = /^(.+)-[bcdfghjklmnpqrstvwxz2456789]{5,10}$/;
 /** A CronJob names its Jobs `<cronjob>-<scheduled time in minutes since the epoch>`. */
 const CRONJOB_JOB = /^(.+)-\d{8,}$/;
 
-/** Addresses as records carry them: dotted IPv4 (IPv4-mapped too), compressed IPv6. */
-export function canonicalIp(ip: string): string {
-  return key16ToIp(ipToKey16(ip));
-}
+/** Addresses as records carry them (re-exported: the registry's keys are in this form). */
+export { canonicalIp };
 
 function ipValue128(ip: string): bigint | undefined {
   const p = parseIp(ip);

@@ -19,7 +19,7 @@ import type { Failsafes } from './failsafe.js';
 import { hostEndpointFor } from './host-reference.js';
 import { matchesSelector } from './selector.js';
 import type { IdAllocator } from './ids.js';
-import { EndpointFlag, GlobalAction, GlobalSet, GlobalTierVariant, ipToKey16, key16ToIp } from '../datapath/abi.js';
+import { EndpointFlag, GlobalAction, GlobalSet, GlobalTierVariant, canonicalIp } from '../datapath/abi.js';
 
 /** CompileOptions.host: what the compiler needs to protect this node. */
 export interface HostCompileOptions {
@@ -118,7 +118,6 @@ export interface CompiledGlobal {
 export const hostEndpointKey = (name: string): string => `host:${name}`;
 
 /** An address in one spelling per address (IPv4 dotted, IPv6 RFC 5952). */
-export const canonicalIp = (ip: string): string => key16ToIp(ipToKey16(ip));
 
 /** Every prefix the global policies' rules name (nets, notNets): CIDR classes of their own. */
 export function globalPrefixes(policies: readonly GlobalNetworkPolicy[]): string[] {

@@ -16,9 +16,9 @@ import { cidrContainsIp, parseCidr, parseIp, type ParsedCidr } from '../datastor
 import { matchesSelector } from './selector.js';
 import { IdAllocator } from './ids.js';
 import { comparePolicyKeys } from './reference.js';
-import { EndpointFlag, FIRST_CIDR_CLASS, Identity, Proto } from '../datapath/abi.js';
+import { EndpointFlag, FIRST_CIDR_CLASS, Identity, Proto, canonicalIp } from '../datapath/abi.js';
 import {
-  canonicalIp, compileGlobal, globalPrefixes, hostEndpointKey, type CompiledGlobal, type GlobalPortEntry, type GlobalRuleEntry,
+  compileGlobal, globalPrefixes, hostEndpointKey, type CompiledGlobal, type GlobalPortEntry, type GlobalRuleEntry,
   type GlobalSetEntry, type GlobalTierEntry, type HostCompileOptions, type HostInterfaceEntry,
 } from './compile-global.js';
 
