@@ -2,6 +2,7 @@
 // test/api/openapi.test.ts checks that every route the server has and every parameter params.ts
 // accepts is described here.
 import { DEFAULT_LIMIT, MAX_LIMIT } from '../store/filter.js';
+import { MIN_BUCKETS_PER_RANGE } from '../store/summary.js';
 import { DEFAULT_GROUP_BY, DEFAULT_SUMMARY_LIMIT, GROUP_KEYS, MAX_SUMMARY_LIMIT, PROTOCOL_NUMBERS, VERDICTS } from './params.js';
 
 type Json = Record<string, unknown>;
@@ -40,6 +41,8 @@ function filterParameters(): Json[] {
 
 const errorResponse = (description: string): Json => ({ description, content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } });
 const side = { $ref: '#/components/schemas/Side' };
+/** a group_by entry: a column, or one label of one side (the key checked as a Kubernetes label key) */
+const groupKey: Json = { type: 'string', anyOf: [{ enum: [...GROUP_KEYS] }, { pattern: '^(src|dst)_label:([a-z0-9.-]{1,253}/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$' }] };
 
 export function openApiDocument(): Json {
   const filters = filterParameters();
@@ -72,20 +75,34 @@ export function openApiDocument(): Json {
           operationId: 'summarizeFlows', summary: 'Flows grouped, with counts, packets and bytes; the largest (top talkers) first.',
           parameters: [
             ...filters,
-            { name: 'group_by', in: 'query', description: `Comma-separated group keys (default ${DEFAULT_GROUP_BY.join(',')}).`, style: 'form', explode: false,
-              schema: { type: 'array', items: { type: 'string', enum: [...GROUP_KEYS] } } },
+            { name: 'group_by', in: 'query', description: `Comma-separated group keys (default ${DEFAULT_GROUP_BY.join(',')}): columns, or \`src_label:KEY\` / \`dst_label:KEY\` `
+                + 'for the value of one label of that side (read from the raw rows; null in `key` for rows without the label). Grouped by source '
+                + '(`src_namespace,src_pod`), the groups are the top talkers by bytes.', style: 'form', explode: false,
+              schema: { type: 'array', items: groupKey } },
             { name: 'limit', in: 'query', description: `Groups (default ${DEFAULT_SUMMARY_LIMIT}).`, schema: { type: 'integer', minimum: 1, maximum: MAX_SUMMARY_LIMIT, default: DEFAULT_SUMMARY_LIMIT } },
           ],
           responses: {
-            200: { description: 'Groups, largest first.', content: { 'application/json': { schema: { type: 'object', required: ['groupBy'], properties: {
-              groupBy: { type: 'array', items: { type: 'string', enum: [...GROUP_KEYS] } },
+            200: { description: 'Groups, largest first.', content: { 'application/json': { schema: { type: 'object', required: ['groupBy', 'groups', 'total', 'source'], properties: {
+              groupBy: { type: 'array', items: groupKey },
               limit: { type: 'integer' },
               groups: { type: 'array', items: { type: 'object', required: ['key', 'flows', 'packets', 'bytes'], properties: {
-                key: { type: 'object', description: 'One entry per group_by column.', additionalProperties: { type: ['string', 'integer'] } },
+                key: { type: 'object', description: 'One entry per group_by entry; null for a label the rows do not have.', additionalProperties: { type: ['string', 'integer', 'null'] } },
                 flows: { type: 'integer', description: 'Rows (aggregated flows, denied/audit/log records).' },
                 packets: { type: 'integer', description: 'Both directions.' }, bytes: { type: 'integer', description: 'Both directions.' },
               } } },
               total: { type: 'object', description: 'Over every matching row, not only the groups returned.', properties: { flows: { type: 'integer' }, packets: { type: 'integer' }, bytes: { type: 'integer' } } },
+              source: { type: 'object', required: ['table', 'resolutionSeconds', 'retentionDays', 'reason'],
+                description: 'The table the answer was read from: the per-hour or per-minute rollup when every filter and group_by column is in it, else the raw rows. '
+                  + `A rollup is read when since and until fall on its buckets (exact), or when its bucket is at most 1/${MIN_BUCKETS_PER_RANGE} of the range; `
+                  + 'then the edges are widened outward to whole buckets (since/until here are the edges used).',
+                properties: {
+                  table: { type: 'string', enum: ['flows', 'flows_1m', 'flows_1h'] },
+                  resolutionSeconds: { type: 'number', description: '3600, 60, or 0.001 for raw rows (millisecond times: exact edges).' },
+                  retentionDays: { type: 'integer', description: 'How long that table keeps rows.' },
+                  since: { type: 'integer', description: 'UTC ms: the start the answer covers (absent without since).' },
+                  until: { type: 'integer', description: 'UTC ms: the end the answer covers, exclusive (absent without until).' },
+                  reason: { type: 'string', description: 'Why this table, in words.' },
+                } },
             } } } } },
             ...common,
           },

@@ -9,7 +9,7 @@ import {
   DEFAULT_LIMIT, MAX_LIMIT,
   type FlowFilter, type FlowQuery, type LabelMatch, type SideFilter, type Verdict,
 } from '../store/filter.js';
-import { GROUP_BY_COLUMNS } from '../store/sql.js';
+import { GROUP_BY_COLUMNS, LABEL_GROUP_PREFIXES, LABEL_KEY_SYNTAX, isLabelKey } from '../store/sql.js';
 
 /** A bad parameter: `parameter` is its name as given in the query string (or the CLI's mapping). */
 export class ParamError extends Error {
@@ -48,14 +48,8 @@ const podNameSchema = z.string()
   .max(253, 'is longer than 253 characters')
   .regex(DNS_SUBDOMAIN, 'is not a pod name (lower-case letters, digits, "-" and ".")');
 
-/** A Kubernetes label key: `[prefix/]name`, prefix a DNS subdomain (<= 253), name <= 63. */
-const labelKeySchema = z.string().refine((key) => {
-  const slash = key.indexOf('/');
-  const prefix = slash >= 0 ? key.slice(0, slash) : undefined;
-  const name = slash >= 0 ? key.slice(slash + 1) : key;
-  if (prefix !== undefined && (prefix.length === 0 || prefix.length > 253 || !DNS_SUBDOMAIN.test(prefix))) return false;
-  return name.length > 0 && name.length <= 63 && LABEL_NAME.test(name);
-}, 'is not a label key ([prefix/]name: name up to 63 letters, digits, "-", "_", "."; prefix a DNS subdomain)');
+/** A Kubernetes label key: `[prefix/]name`, prefix a DNS subdomain (<= 253), name <= 63 (the store's check). */
+const labelKeySchema = z.string().refine(isLabelKey, `is not a label key (${LABEL_KEY_SYNTAX})`);
 
 const labelValueSchema = z.string().refine((v) => v === '' || (v.length <= 63 && LABEL_NAME.test(v)),
   'is not a label value (up to 63 letters, digits, "-", "_", ".", starting and ending with a letter or digit)');
@@ -201,8 +195,10 @@ export const FLOWS_PARAMETERS: readonly string[] = [...FILTER_PARAMETERS, 'limit
 export const STREAM_PARAMETERS: readonly string[] = [...FILTER_PARAMETERS];
 export const SUMMARY_PARAMETERS: readonly string[] = [...FILTER_PARAMETERS, 'group_by', 'limit'];
 
-/** What `group_by` may name: the columns the store's summary groups on (its allow-list). */
+/** What `group_by` may name: the columns the store's summary groups on (its allow-list), and
+ * `src_label:KEY` / `dst_label:KEY` (LABEL_GROUP_PREFIXES) for one label of a side. */
 export const GROUP_KEYS: readonly string[] = GROUP_BY_COLUMNS;
+export const LABEL_GROUP_KEYS: readonly string[] = LABEL_GROUP_PREFIXES.map((p) => `${p}KEY`);
 export type GroupKey = string;
 export const DEFAULT_GROUP_BY: readonly GroupKey[] = ['src_namespace', 'src_pod', 'dst_namespace', 'dst_pod', 'dst_port', 'protocol', 'verdict'];
 export const DEFAULT_SUMMARY_LIMIT = 20;
@@ -296,20 +292,31 @@ export interface SummaryQuery {
   readonly limit: number;
 }
 
-/** `GET /api/v1/flows/summary`: `group_by` is a comma-separated list of GROUP_KEYS. */
+/** One `group_by` entry: a GROUP_KEYS column, or `src_label:KEY` / `dst_label:KEY` with a label key. */
+function parseGroupKey(k: string): GroupKey {
+  const prefix = LABEL_GROUP_PREFIXES.find((p) => k.startsWith(p));
+  if (prefix !== undefined) {
+    const key = k.slice(prefix.length);
+    if (!isLabelKey(key)) throw new ParamError('group_by', `${quote(k)}: label key ${quote(key)} is not a label key (${LABEL_KEY_SYNTAX})`);
+    return k;
+  }
+  if (!GROUP_KEYS.includes(k)) {
+    throw new ParamError('group_by', `${quote(k)} is not a group key (${GROUP_KEYS.join(', ')}, ${LABEL_GROUP_KEYS.join(', ')})`);
+  }
+  return k;
+}
+
+/** `GET /api/v1/flows/summary`: `group_by` is a comma-separated list of group keys. */
 export function parseSummaryQuery(input: ParamInput, opts: ParseOptions = {}): SummaryQuery {
   const values = collect(input, SUMMARY_PARAMETERS);
   const filter = parseFilter(values, opts);
   const limit = parseLimit(values.get('limit')?.[0], DEFAULT_SUMMARY_LIMIT, MAX_SUMMARY_LIMIT);
   const text = values.get('group_by')?.[0];
   if (text === undefined) return { filter, groupBy: DEFAULT_GROUP_BY, limit };
-  const keys = text.split(',');
-  const known = new Set<string>(GROUP_KEYS);
   const groupBy: GroupKey[] = [];
-  for (const k of keys) {
-    if (!known.has(k)) throw new ParamError('group_by', `${quote(k)} is not a group key (${GROUP_KEYS.join(', ')})`);
+  for (const k of text.split(',')) {
     if (groupBy.includes(k)) throw new ParamError('group_by', `${quote(k)} is given twice`);
-    groupBy.push(k);
+    groupBy.push(parseGroupKey(k));
   }
   return { filter, groupBy, limit };
 }

@@ -1,5 +1,6 @@
-// FlowRow <-> the `flows` table: written as JSONCompactEachRow arrays, read back as JSONEachRow
-// records. Column names and types come from
+// FlowRow <-> the `flows` table: the insert column list (the rows themselves are written as a
+// Native block, native.ts) and reading rows back as JSONEachRow records. Column names and types
+// come from
 // schema.ts (ROW_COLUMNS, SIDE_COLUMNS), so a field added there is written and read here without
 // a second list to keep in sync.
 
@@ -14,29 +15,14 @@ export function chTime(ms: number): string {
 
 export type Record_ = Record<string, unknown>;
 
-const ROW_FIELDS = ROW_COLUMNS.map(([f]) => f);
-const SIDE_FIELDS = SIDE_COLUMNS.map(([f]) => f);
 
-/** The column list of an insert, in the order rowToValues writes them. */
+/** The column list of an insert, in the order native.ts writes them. */
 export const INSERT_COLUMNS: readonly string[] = [
   'ts', 'start', 'id',
   ...ROW_COLUMNS.map(([, c]) => c),
   ...SIDE_COLUMNS.map(([, c]) => `src_${c}`),
   ...SIDE_COLUMNS.map(([, c]) => `dst_${c}`),
 ];
-
-/**
- * One row as a JSONCompactEachRow array (values in INSERT_COLUMNS order). Arrays, not objects
- * keyed by column: building and serializing a 40-key object per row cost several times more,
- * and the payload is half the size.
- */
-export function rowToValues(row: FlowRow, id: bigint): unknown[] {
-  const v: unknown[] = [chTime(row.ts), chTime(row.start), id.toString()];
-  for (const f of ROW_FIELDS) v.push(row[f]);
-  for (const f of SIDE_FIELDS) v.push(row.src[f]);
-  for (const f of SIDE_FIELDS) v.push(row.dst[f]);
-  return v;
-}
 
 /**
  * The SELECT list that reads rows back: times as epoch milliseconds, the id as text (chDB writes

@@ -6,8 +6,11 @@
 
 import type { ClickHouseClient } from '@clickhouse/client';
 import {
+  DEFAULT_RETENTION,
   FLOWS_TABLE,
+  HOUR_TABLE,
   MIGRATIONS,
+  MINUTE_TABLE,
   MIGRATIONS_TABLE,
   ROLLUPS,
   SCHEMA_VERSION,
@@ -127,6 +130,31 @@ export async function applyRetention(client: ClickHouseClient, t: Target, r: Ret
       clickhouse_settings: { materialize_ttl_after_modify: 0 },
     });
   }
+}
+
+/**
+ * The retention the tables have now, read back from their TTLs (what applyRetention set at the
+ * last open, by this process or another): what each table is sure to hold. A table without a TTL
+ * (a cluster's Distributed table, or none yet) counts with `fallback`'s days.
+ */
+export async function tableRetention(client: ClickHouseClient, t: Target, fallback: Retention = DEFAULT_RETENTION): Promise<Retention> {
+  const rs = await client.query({
+    query: `SELECT name, create_table_query FROM system.tables
+            WHERE database = ${t.database ? '{db:String}' : 'currentDatabase()'} AND name IN {names:Array(String)}`,
+    query_params: { db: t.database, names: [FLOWS_TABLE, MINUTE_TABLE, HOUR_TABLE] },
+    format: 'JSONEachRow',
+  });
+  const days = new Map<string, number>();
+  for (const x of await rs.json<{ name: string; create_table_query: string }>()) {
+    // ClickHouse shows `INTERVAL 7 DAY` as `toIntervalDay(7)`
+    const m = /\bTTL\b[^\n]*?toIntervalDay\((\d+)\)/.exec(x.create_table_query);
+    if (m) days.set(x.name, Number(m[1]));
+  }
+  return {
+    rawDays: days.get(FLOWS_TABLE) ?? fallback.rawDays,
+    minuteDays: days.get(MINUTE_TABLE) ?? fallback.minuteDays,
+    hourDays: days.get(HOUR_TABLE) ?? fallback.hourDays,
+  };
 }
 
 export { SCHEMA_VERSION };

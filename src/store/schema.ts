@@ -105,7 +105,7 @@ function flowsColumns(): string {
 }
 
 /** Rollup dimensions: everything a summary groups by, per side. */
-const ROLLUP_DIMENSIONS = [
+export const ROLLUP_DIMENSIONS = [
   ['src_namespace', 'LowCardinality(String)'],
   ['dst_namespace', 'LowCardinality(String)'],
   ['verdict', 'LowCardinality(String)'],

@@ -50,16 +50,56 @@ export const GROUP_BY_COLUMNS: readonly string[] = [
   'kind', 'verdict', 'reason', 'direction', 'protocol', 'policy', 'egress_policy', 'ingress_policy', 'forward_policy', 'reporter',
 ];
 
-export function checkGroupBy(groupBy: readonly string[]): readonly string[] {
-  if (groupBy.length === 0) throw new FilterError('group_by', 'at least one column is needed');
+/** `src_label:KEY` / `dst_label:KEY`: group by the value of one label of that side. */
+export const LABEL_GROUP_PREFIXES = ['src_label:', 'dst_label:'] as const;
+
+const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+const LABEL_NAME = /^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$/;
+
+/** A Kubernetes label key: `[prefix/]name`, prefix a DNS subdomain (at most 253), name at most 63. */
+export function isLabelKey(key: string): boolean {
+  const slash = key.indexOf('/');
+  const prefix = slash >= 0 ? key.slice(0, slash) : undefined;
+  const name = slash >= 0 ? key.slice(slash + 1) : key;
+  if (prefix !== undefined && (prefix.length === 0 || prefix.length > 253 || !DNS_SUBDOMAIN.test(prefix))) return false;
+  return name.length > 0 && name.length <= 63 && LABEL_NAME.test(name);
+}
+
+export const LABEL_KEY_SYNTAX = '[prefix/]name: name up to 63 letters, digits, "-", "_", "."; prefix a DNS subdomain';
+
+/** One group_by entry: a column of the flows table, or one label of one side. */
+export type GroupSpec =
+  | { readonly name: string; readonly column: string }
+  | { readonly name: string; readonly labels: 'src_labels' | 'dst_labels'; readonly key: string };
+
+/**
+ * Checks group_by entries and says what each reads. Column names come from the allow-list only;
+ * a label key is checked for Kubernetes syntax here (so a bad one is the caller's error, named)
+ * and still travels as a query parameter, never as SQL text.
+ */
+export function parseGroupBy(groupBy: readonly string[]): GroupSpec[] {
+  if (!Array.isArray(groupBy) || groupBy.length === 0) throw new FilterError('group_by', 'at least one column is needed');
   const seen = new Set<string>();
-  for (const [i, g] of groupBy.entries()) {
-    if (!GROUP_BY_COLUMNS.includes(g)) {
-      throw new FilterError(`group_by[${i}]`, `${JSON.stringify(g)} is not one of ${GROUP_BY_COLUMNS.join(', ')}`);
-    }
-    if (seen.has(g)) throw new FilterError(`group_by[${i}]`, `${JSON.stringify(g)} is given twice`);
+  return groupBy.map((g, i) => {
+    const field = `group_by[${i}]`;
+    if (typeof g !== 'string') throw new FilterError(field, `${JSON.stringify(g)} is not a string`);
+    if (seen.has(g)) throw new FilterError(field, `${JSON.stringify(g)} is given twice`);
     seen.add(g);
-  }
+    const prefix = LABEL_GROUP_PREFIXES.find((p) => g.startsWith(p));
+    if (prefix !== undefined) {
+      const key = g.slice(prefix.length);
+      if (!isLabelKey(key)) throw new FilterError(field, `${JSON.stringify(g)}: label key ${JSON.stringify(key)} is not a label key (${LABEL_KEY_SYNTAX})`);
+      return { name: g, labels: prefix === 'src_label:' ? 'src_labels' : 'dst_labels', key };
+    }
+    if (!GROUP_BY_COLUMNS.includes(g)) {
+      throw new FilterError(field, `${JSON.stringify(g)} is not one of ${GROUP_BY_COLUMNS.join(', ')}, src_label:KEY, dst_label:KEY`);
+    }
+    return { name: g, column: g };
+  });
+}
+
+export function checkGroupBy(groupBy: readonly string[]): readonly string[] {
+  parseGroupBy(groupBy);
   return groupBy;
 }
 
@@ -169,6 +209,40 @@ const all = (exprs: string[]): string => (exprs.length === 0 ? '1' : exprs.lengt
 function time(field: string, v: unknown): number {
   if (typeof v !== 'number' || !Number.isSafeInteger(v)) throw new FilterError(field, `${JSON.stringify(v)} is not a time in UTC milliseconds`);
   return v;
+}
+
+/** per side field, the column suffixes sideExprs reads (a `namespace/name` pod reads both) */
+const SIDE_FIELD_COLUMNS: Readonly<Record<keyof SideFilter, (f: SideFilter) => readonly string[]>> = {
+  namespace: () => ['namespace'],
+  pod: (f) => (f.pod?.some((v) => typeof v === 'string' && v.includes('/')) ? ['pod', 'namespace'] : ['pod']),
+  labels: () => ['labels'],
+  ip: () => ['ip'],
+  cidr: () => ['ip'],
+};
+
+/**
+ * The columns buildWhere reads for each field the filter uses, as [field, columns]: what a table
+ * must have to answer the filter (the summary reads a rollup only when it has them all). Kept
+ * beside buildWhere; test/store/summary.test.ts checks the two agree.
+ */
+export function filterColumns(filter: FlowFilter): Array<[string, string[]]> {
+  const out: Array<[string, string[]]> = [];
+  const sides: Array<[string, SideFilter | undefined, Side[]]> = [
+    ['either', filter.either, ['src', 'dst']], ['src', filter.src, ['src']], ['dst', filter.dst, ['dst']],
+  ];
+  for (const [name, f, on] of sides) {
+    if (!f) continue;
+    for (const [k, cols] of Object.entries(SIDE_FIELD_COLUMNS) as Array<[keyof SideFilter, (f: SideFilter) => readonly string[]]>) {
+      if (f[k]?.length) out.push([`${name}.${k}`, on.flatMap((s) => cols(f).map((c) => `${s}_${c}`))]);
+    }
+  }
+  if (filter.port?.length) out.push(['port', ['src_port', 'dst_port']]);
+  if (filter.protocol?.length) out.push(['protocol', ['protocol']]);
+  if (filter.verdict?.length) out.push(['verdict', ['verdict']]);
+  if (filter.policy?.length) out.push(['policy', ['policy', 'egress_policy', 'ingress_policy', 'forward_policy']]);
+  if (filter.since !== undefined) out.push(['since', ['ts']]);
+  if (filter.until !== undefined) out.push(['until', ['ts']]);
+  return out;
 }
 
 /**
