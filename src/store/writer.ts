@@ -60,6 +60,8 @@ export const DEFAULT_MAX_ROWS = 10_000;
 export const DEFAULT_MAX_DELAY_MS = 1_000;
 export const DEFAULT_MAX_BUFFERED_ROWS = 100_000;
 export const DEFAULT_SPOOL_MAX_BYTES = 256 * 1024 * 1024;
+/** inserts at once: one being written by the store while the next is encoded */
+export const MAX_IN_FLIGHT = 2;
 export const DEFAULT_RETRY: RetryOptions = { initialDelayMs: 100, maxDelayMs: 30_000, attempts: 3 };
 
 export class FlowWriter {
@@ -89,7 +91,8 @@ export class FlowWriter {
   #flushing = 0;
   #closing = false;
   #closed: Promise<void> | undefined;
-  #wake: (() => void) | undefined;
+  /** wakers of batches sleeping between retries */
+  readonly #wake = new Set<() => void>();
 
   #down = false;
   #backoff: number;
@@ -143,7 +146,7 @@ export class FlowWriter {
     try {
       this.#nextProbeAt = 0;
       // a batch sleeping between retries goes on now (and to the spool if it fails again)
-      this.#wake?.();
+      this.#wakeSleepers();
       await this.#ready;
       await this.#spoolChain;
       await this.#kick();
@@ -158,7 +161,7 @@ export class FlowWriter {
     this.#closed ??= (async () => {
       await this.flush();
       this.#closing = true;
-      this.#wake?.();
+      this.#wakeSleepers();
       clearTimeout(this.#timer);
       // whatever arrived during the flush
       await this.#kick();
@@ -252,22 +255,36 @@ export class FlowWriter {
   }
 
   async #loop(): Promise<void> {
-    for (;;) {
-      // spooled batches are older than anything in memory: they go first
-      const oldest = this.#spool.oldest();
-      if (oldest && (!this.#down || Date.now() >= this.#nextProbeAt)) {
-        await this.#replay(oldest);
-        continue;
+    // Up to MAX_IN_FLIGHT batches at once: the next batch is encoded (on this thread) while the
+    // store writes the previous one (on its own), which is most of an embedded store's speed.
+    // Each batch keeps its token, retries and spooling, so order between batches never mattered.
+    const inFlight = new Set<Promise<void>>();
+    try {
+      for (;;) {
+        // spooled batches are older than anything in memory: they go first, one at a time
+        const oldest = this.#spool.oldest();
+        if (oldest && (!this.#down || Date.now() >= this.#nextProbeAt)) {
+          await Promise.all(inFlight);
+          await this.#replay(oldest);
+          continue;
+        }
+        if (!this.#batchDue()) return;
+        const batch = this.#take(this.#maxRows);
+        const token = this.#token();
+        if (oldest || (this.#down && Date.now() < this.#nextProbeAt)) {
+          // the store is down (or behind on its backlog): keep order and memory, spool it
+          await this.#spoolNow(token, batch);
+          continue;
+        }
+        const sent = (async () => {
+          if (!(await this.#insertWithRetry(batch, token))) await this.#spoolNow(token, batch);
+        })();
+        inFlight.add(sent);
+        void sent.then(() => inFlight.delete(sent), () => inFlight.delete(sent));
+        if (inFlight.size >= MAX_IN_FLIGHT) await Promise.race(inFlight);
       }
-      if (!this.#batchDue()) return;
-      const batch = this.#take(this.#maxRows);
-      const token = this.#token();
-      if (oldest || (this.#down && Date.now() < this.#nextProbeAt)) {
-        // the store is down (or behind on its backlog): keep order and memory, spool it
-        await this.#spoolNow(token, batch);
-        continue;
-      }
-      if (!(await this.#insertWithRetry(batch, token))) await this.#spoolNow(token, batch);
+    } finally {
+      await Promise.all(inFlight);
     }
   }
 
@@ -318,13 +335,18 @@ export class FlowWriter {
 
   #sleep(ms: number): Promise<void> {
     return new Promise((resolve) => {
-      const t = setTimeout(done, Math.max(0, ms));
-      function done(): void {
+      const done = (): void => {
         clearTimeout(t);
+        this.#wake.delete(done);
         resolve();
-      }
-      this.#wake = done;
+      };
+      const t = setTimeout(done, Math.max(0, ms));
+      this.#wake.add(done);
     });
+  }
+
+  #wakeSleepers(): void {
+    for (const wake of [...this.#wake]) wake();
   }
 
   /** Overflow from write(): spooled in order, off the caller's path. */

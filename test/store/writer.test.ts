@@ -118,8 +118,10 @@ test('a batch stored but not acknowledged, spooled, and replayed by a restarted 
   await w1.close(); // the agent stops with the store still failing
   assert.equal(w1.stats().spooled, 140);
   assert.equal(w1.stats().written, 0);
-  // the first batch reached the store unacknowledged; the second was spooled with the store down
-  assert.equal(await count('restart'), 100, 'the store did take the first batch');
+  // the first batch reached the store unacknowledged; the second too when it was already in
+  // flight (two inserts at once) before the first failed, otherwise it was spooled unsent
+  const taken = await count('restart');
+  assert.ok(taken === 100 || taken === 140, `the store took the first batch (and maybe the second): ${taken} rows`);
   assert.equal(readdirSync(spoolDir).filter((f) => f.endsWith('.batch')).length, 2);
   // a half-written file from a crash during spooling is not a batch
   writeFileSync(path.join(spoolDir, '0000000000000099.batch.tmp'), '{"v":1');
