@@ -47,7 +47,7 @@ interface AgentFlags {
 export function addAgentCommand(program: Command): void {
   program.command('agent')
     .description('the flow agent of a lab: ring buffer -> enrichment -> aggregation -> flow store, plus the query API (runs until SIGINT/SIGTERM)')
-    .addOption(new Option('--lab <lab>', 'the lab whose datapath to read (its ring buffer has one reader: while the agent runs, `weir lab observe` sees nothing)').env('WEIR_LAB').default(DEFAULT_LAB))
+    .addOption(new Option('--lab <lab>', 'the lab whose datapath to read (its ring buffer has one reader: `weir lab up` starts an agent unless --no-agent; while one runs, `weir lab observe` follows its stream)').env('WEIR_LAB').default(DEFAULT_LAB))
     .option('--data-dir <dir>', 'embedded store (chDB) data directory (default /var/lib/weir/flows/<lab>)')
     .option('--clickhouse-url <url>', 'a ClickHouse server instead of the embedded store, e.g. http://localhost:8123')
     .option('--clickhouse-user <user>', 'ClickHouse user')

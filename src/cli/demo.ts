@@ -4,8 +4,10 @@
 // teardown and what to try next.
 //
 // The lab's ring buffer has one reader: the flow agent, run in this process into an embedded chDB
-// store in a temporary directory (removed at the end). The records printed in step 3 are the
-// agent's batches, decoded and named, before its pipeline aggregates them.
+// store in a temporary directory (removed at the end), not the background agent `weir lab up`
+// starts (the library's Lab.up starts none), because step 3 prints the agent's raw batches,
+// decoded and named, before its pipeline aggregates them: only a listener in the agent's own
+// process sees those (the background agent's stream carries rows).
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -104,12 +106,12 @@ export async function runDemo(): Promise<void> {
   }
   console.log(`
 What to try next (as root):
-  weir lab up -f examples/demo.yaml            # the same lab, left running (npx weir, or node dist/src/cli/main.js)
-  weir lab observe &                           # live flows, one line each
-  weir agent &                                 # instead of lab observe (a ring has one reader): flows into a store
-  weir observe --verdict denied --namespace api   # then: denied flows from the store
+  weir lab up -f examples/demo.yaml            # the same lab, left running, with its flow agent (npx weir, or node dist/src/cli/main.js)
+  weir lab observe &                           # live flows from the agent's stream (lab up --no-agent: every ring record instead)
   weir lab probe --port 8080                   # the reachability matrix
   weir lab apply -f examples/demo-policy.yaml  # enforce the policies; probe again
+  weir observe --verdict denied --namespace api   # then: denied flows from the agent's store
+  weir lab status                              # pods, policies, counters, the agent's rows and losses
   weir policy explain --from ops/debug --to api/orders --port 8080   # which rule decides, and why
   weir lab exec api/orders -- ip addr          # look inside a pod
   weir lab down                                # clean up`);

@@ -10,7 +10,9 @@ import { formatProbeTable, probeLab } from '../lab/probe.js';
 import { formatLabStatus } from '../lab/status.js';
 import { observeLab } from '../flows/observe.js';
 import { runDemo } from './demo.js';
-import { addAgentCommand } from '../agent/cli.js';
+import { addAgentCommand, parseDuration } from '../agent/cli.js';
+import { defaultDataDir } from '../agent/agent.js';
+import { formatLabAgentStatus, labAgentLog, labAgentStatus, LAB_AGENT_INTERVAL_MS, startLabAgent } from '../lab/lab-agent.js';
 import { addObserveCommand } from './observe.js';
 import { openStore } from '../store/store.js';
 import { explainBpfFailure } from '../datapath/privileges.js';
@@ -110,9 +112,13 @@ export function buildCli(): Command {
   const KINDS = 'Kubernetes YAML files (Namespace, Pod, NetworkPolicy, Node, HostEndpoint, GlobalNetworkPolicy)';
   const files = () => new Option('-f, --filename <file...>', KINDS).makeOptionMandatory();
 
-  addHostFlags(lab.command('up').description('create the lab from manifests, load and attach the datapath, apply policy')
-    .addOption(files()).addOption(labName()), ' (kept until changed by `weir lab apply`)')
-    .action(async (o: { filename: string[]; name: string } & HostFlags) => {
+  addHostFlags(lab.command('up').description('create the lab from manifests, load and attach the datapath, apply policy, start the lab\'s flow agent')
+    .addOption(files()).addOption(labName())
+    .option('--no-agent', 'start no flow agent (`weir lab observe` then reads the ring buffer itself, one line per record)')
+    .option('--agent-data-dir <dir>', `the flow agent's embedded store (default ${defaultDataDir('<lab>')}: flows outlive the lab)`)
+    .addOption(new Option('--agent-interval <duration>', 'the flow agent\'s aggregation interval of allowed flows').argParser(parseDuration)
+      .default(LAB_AGENT_INTERVAL_MS, `${LAB_AGENT_INTERVAL_MS / 1000}s`)), ' (kept until changed by `weir lab apply`)')
+    .action(async (o: { filename: string[]; name: string; agent: boolean; agentDataDir?: string; agentInterval: number } & HostFlags) => {
       const { lab: l, change } = await Lab.up(o.name, o.filename, hostSettings(o));
       try {
         printChange(change);
@@ -120,6 +126,16 @@ export function buildCli(): Command {
         console.log(`lab "${o.name}" is up: ${Object.keys(l.snapshot.pods).length} pods${heps.length > 0 ? `, host endpoints ${heps.join(', ')}` : ''}`);
         printWarnings(l);
       } finally { l.close(); }
+      if (!o.agent) return;
+      try {
+        const a = await startLabAgent(o.name, { intervalMs: o.agentInterval, ...(o.agentDataDir !== undefined ? { dataDir: o.agentDataDir } : {}) });
+        console.log(`flow agent: pid ${a.pid}, API ${a.url}, store ${a.store}, log ${a.log}`);
+      } catch (err) {
+        // The datapath does not depend on the agent: the lab stays up and enforces policy.
+        const reason = (err as Error).message.replace(/ \(the lab's datapath keeps enforcing policy without the agent\)$/, '');
+        throw new Error(`lab "${o.name}" is up and enforces policy, but its flow agent did not start: ${reason} `
+          + `(log ${labAgentLog(o.name)}; start one with \`weir agent --lab ${o.name}\`, or remove the lab with \`weir lab down --name ${o.name}\`)`);
+      }
     });
 
   addHostFlags(lab.command('apply').description('create or replace objects, change host protection settings; returns once the datapath enforces them')
@@ -177,25 +193,38 @@ export function buildCli(): Command {
       process.exitCode = r.status ?? 1;
     });
 
-  lab.command('status').description('pods, addresses, policies and datapath counters')
+  lab.command('status').description('pods, addresses, policies, datapath counters and the flow agent')
     .addOption(labName())
-    .action((o: { name: string }) => {
+    .action(async (o: { name: string }) => {
       const l = Lab.open(o.name);
       try { console.log(formatLabStatus(l)); } finally { l.close(); }
+      console.log(`\n${formatLabAgentStatus(o.name, await labAgentStatus(o.name))}`);
     });
 
-  lab.command('observe').description('live flow events from the datapath, one line each, with pod names')
-    .option('--json', 'one JSON object per event')
+  lab.command('observe').description('live flows with pod names: from the lab\'s flow agent when it runs, else from the datapath\'s ring buffer')
+    .addHelpText('after', `
+Where the lines come from:
+  With the lab's flow agent running (\`weir lab up\` starts one), the agent is the ring buffer's one
+  reader, and observe follows its live stream (GET /api/v1/flows/stream): the rows the agent stores.
+  Allowed flows arrive aggregated, one row per source, destination, port and rule at the end of
+  each interval (--agent-interval of \`weir lab up\`, default ${LAB_AGENT_INTERVAL_MS / 1000}s), with packet and byte counts;
+  denied (and audit, log) flows arrive one row each with their original 5-tuple, also at the
+  interval's end; lost events as LOST rows. --json prints the rows (src/store/row.ts).
+  Without an agent (\`weir lab up --no-agent\`, or after it stopped), observe reads the ring buffer
+  itself and prints every record as it comes: each policy decision (flow start, deny, log) and
+  each flow end, per hook, with the deciding rule. --json prints the records.`)
+    .option('--json', 'one JSON object per row (agent) or record (ring buffer)')
     .option('--duration <seconds>', 'stop after this long', positiveInt)
     .addOption(labName())
     .action(async (o: { json?: boolean; duration?: number; name: string }) => {
       await observeLab(o.name, { json: !!o.json, ...(o.duration ? { durationMs: o.duration * 1000 } : {}) });
     });
 
-  lab.command('down').description('remove every namespace, link, route, qdisc, process and pin of the lab (safe to run twice)')
+  lab.command('down').description('stop the lab\'s flow agent, remove every namespace, link, route, qdisc, process and pin of the lab (safe to run twice)')
     .addOption(labName())
     .action(async (o: { name: string }) => {
-      const { wasUp } = await Lab.down(o.name);
+      const { wasUp, agentsStopped } = await Lab.down(o.name);
+      if (agentsStopped.length > 0) console.log(`stopped the flow agent (pid ${agentsStopped.join(', ')})`);
       console.log(wasUp ? `lab "${o.name}" is down` : `lab "${o.name}" was not up; nothing left behind`);
     });
 

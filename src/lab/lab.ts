@@ -19,6 +19,7 @@ import {
   checkLabName, labDir, labExists, labPinRoot, readLabState, removeLabDir, writeLabState, type LabHostState, type LabPodState, type LabState,
 } from './state.js';
 import { labFailsafes, labHostEndpoints, labHostNotes, labHostWarnings, labNodeIps, labNodeName, mergeFailsafeSettings } from './host-protection.js';
+import { stopLabAgent } from './lab-agent.js';
 
 export const DEFAULT_LAB = 'weir';
 
@@ -275,12 +276,14 @@ export class Lab {
     this.datapath.close();
   }
 
-  /** Removes every namespace, link, route, qdisc, process and pin of the lab. Safe to run twice,
-   * and on a half-made lab. */
-  static async down(name: string): Promise<{ wasUp: boolean }> {
+  /** Removes every namespace, link, route, qdisc, process and pin of the lab, its flow agent
+   * first (so its last rows reach the store). Safe to run twice, and on a half-made lab. */
+  static async down(name: string): Promise<{ wasUp: boolean; agentsStopped: number[] }> {
     checkLabName(name);
     requirePrivileges('weir lab down');
+    const agentsStopped = await stopLabAgent(name);
     const wasUp = labExists(name);
+    const pinned = existsSync(labPinRoot(name)); // a half-gone lab (state lost) still has its pins
     let known: PodAttachment[] = [];
     if (wasUp) {
       try {
@@ -292,7 +295,7 @@ export class Lab {
     await network.destroy(known);
     Datapath.uninstall(labPinRoot(name));
     removeLabDir(name);
-    return { wasUp: wasUp || existsSync(labPinRoot(name)) };
+    return { wasUp: wasUp || pinned || agentsStopped.length > 0, agentsStopped };
   }
 }
 

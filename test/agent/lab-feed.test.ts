@@ -111,8 +111,9 @@ test('agent.json: one agent per lab; a dead agent\'s file does not block; weir l
     assert.throws(() => claimAgentInfo(info), /has an agent already \(pid 1/);
     removeAgentInfo(lab); // not ours: stays
     assert.equal(readAgentInfo(lab)?.pid, 1);
-    // a ring buffer has one reader: weir lab observe refuses while the agent reads the lab
-    await assert.rejects(observeLab(lab, { json: false }), /has a flow agent reading its records \(http:\/\/127\.0\.0\.1:1\): use `weir observe --lab claim\d+ --follow`/);
+    // a ring buffer has one reader: while an agent reads the lab, weir lab observe follows the
+    // agent's stream (and says so when it cannot reach it) instead of opening the ring
+    await assert.rejects(observeLab(lab, { json: false }), /cannot follow the flow agent of lab "claim\d+" \(http:\/\/127\.0\.0\.1:1\): fetch failed/);
   } finally {
     rmSync(labDir(lab), { recursive: true, force: true });
   }

@@ -218,9 +218,11 @@ test('CLI: probe -o json prints exactly one JSON object; status works; down twic
     return run(process.execPath, [CLI, ...args.slice(0, at), '--name', name, ...args.slice(at)]);
   };
   try {
-    const up = await cli('lab', 'up', '-f', pods);
+    // no flow agent: observe below reads the ring itself, one line per record (test/lab/lab-agent.test.ts runs the agent)
+    const up = await cli('lab', 'up', '-f', pods, '--no-agent');
     assert.match(up.stdout, /created Pod x\/a/);
-    const again = await cli('lab', 'up', '-f', pods).then(() => undefined, (e: { stderr: string; code: number }) => e);
+    assert.doesNotMatch(up.stdout, /flow agent/);
+    const again = await cli('lab', 'up', '-f', pods, '--no-agent').then(() => undefined, (e: { stderr: string; code: number }) => e);
     assert.ok(again && again.code === 1 && /already up/.test(again.stderr), 'a second up says the lab is up');
 
     const { stdout } = await cli('lab', 'probe', '--port', '80', '-o', 'json');
