@@ -6,7 +6,7 @@
 import { z } from 'zod';
 import { isIP } from 'node:net';
 import { networkPolicySchema, isIanaSvcName } from './schema.js';
-import { parseCidr } from './cidr.js';
+import { parseCidr, parseIp } from './cidr.js';
 import { fieldPath } from './field-path.js';
 import type { LabelSelector, PolicyType } from './objects.js';
 import { HOST_API_VERSION, PROTOCOL_NUMBERS } from './host-objects.js';
@@ -29,7 +29,9 @@ function isInterfaceName(s: string): boolean {
   return s.length >= 1 && s.length <= 15 && s !== '.' && s !== '..' && !/[/:\s]/.test(s);
 }
 
-const ipAddress = z.string({ error: 'must be an IPv4 or IPv6 address' }).refine((s) => isIP(s) !== 0, { error: 'must be an IPv4 or IPv6 address' });
+// parseIp, not node's isIP: isIP takes a zone (fe80::1%eth0), which names no address of a node
+// (and the CRD's ipv6 format, Go's ParseIP, refuses it too)
+const ipAddress = z.string({ error: 'must be an IPv4 or IPv6 address' }).refine((s) => parseIp(s) !== undefined, { error: 'must be an IPv4 or IPv6 address' });
 
 export const hostEndpointSchema = z.looseObject({
   apiVersion: z.literal(HOST_API_VERSION, { error: `must be ${HOST_API_VERSION}` }),
@@ -76,7 +78,7 @@ const portEntry = z.union([
 
 /** nets: a CIDR, or a bare address meaning just it (as Calico reads them). */
 const netString = z.string({ error: 'must be a CIDR (a.b.c.d/n or x:x::/n) or an address' })
-  .refine((s) => parseCidr(s) !== undefined || isIP(s) !== 0, { error: 'must be a CIDR (a.b.c.d/n or x:x::/n) or an address' });
+  .refine((s) => parseCidr(s) !== undefined || parseIp(s) !== undefined, { error: 'must be a CIDR (a.b.c.d/n or x:x::/n) or an address' });
 
 const entityRule = z.strictObject({
   selector: labelSelector.optional(),
