@@ -14,10 +14,11 @@ need_root() {
 }
 npm_cmd=${npm_lifecycle_event:-run setup}
 
-# Debian packages: tool -> package. iperf3 is for `npm run bench -- throughput`.
+# Debian packages: tool -> package. iperf3 is for `npm run bench -- throughput`; prometheus
+# (promtool and the server) for the alert-rule tests and the lab's alert end-to-end test.
 declare -A want=(
   [clang]=clang [llc]=llvm [bpftool]=bpftool [ip]=iproute2 [iperf3]=iperf3
-  [make]=make [g++]=g++ [pkg-config]=pkg-config
+  [make]=make [g++]=g++ [pkg-config]=pkg-config [promtool]=prometheus
 )
 missing=()
 for tool in "${!want[@]}"; do
