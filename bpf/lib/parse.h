@@ -36,7 +36,9 @@ struct weir_cursor {
 	struct __sk_buff *skb;
 	void *data;
 	void *end;
-	__u32 len; /* skb->len: the whole packet, linear or not */
+	__u32 len; /* where headers may be read up to: skb->len (the whole frame, linear or not),
+		    * then, once the IP header is checked, the end of the IP datagram: bytes past its
+		    * length field (link padding) belong to no header */
 };
 
 /* Copies len bytes (a constant) at off into to (4-byte aligned): straight from the linear skb
@@ -48,6 +50,9 @@ static __always_inline int weir_load(const struct weir_cursor *cur, __u32 off, v
 	void *from = cur->data + off;
 	__u32 i;
 
+	/* a header that does not fit in the datagram is truncated, whatever follows in the frame */
+	if (off + len > cur->len)
+		return -1;
 	if (off <= WEIR_MAX_HDR_OFF && from + len <= cur->end) {
 #pragma unroll
 		for (i = 0; i + 4 <= len; i += 4)
@@ -77,7 +82,8 @@ static __always_inline int weir_is_ndp(const struct weir_pkt *p)
 	/* Link-local control that must always flow: 133 router solicitation .. 137 redirect (NDP),
 	 * and multicast listener discovery (130-132 MLDv1, 143 MLDv2 report), which a pod's kernel
 	 * sends from its link-local address as soon as eth0 comes up. */
-	return p->tuple.proto == WEIR_PROTO_ICMPV6 && !p->later_fragment &&
+	/* ICMPv6 in IPv6 only: protocol 58 in IPv4 is nobody's NDP, and must not pass unjudged */
+	return p->family == 6 && p->tuple.proto == WEIR_PROTO_ICMPV6 && !p->later_fragment &&
 	       ((p->icmp_type >= 133 && p->icmp_type <= 137) ||
 		(p->icmp_type >= 130 && p->icmp_type <= 132) || p->icmp_type == 143);
 }
@@ -136,7 +142,7 @@ static __always_inline int weir_parse_l4(const struct weir_cursor *cur, __u32 of
 	return WEIR_PARSE_OK;
 }
 
-static __always_inline int weir_parse_ipv4(const struct weir_cursor *cur, __u32 off, struct weir_pkt *p)
+static __always_inline int weir_parse_ipv4(struct weir_cursor *cur, __u32 off, struct weir_pkt *p)
 {
 	WEIR_BUF(h, 20);
 	__u32 *w = (__u32 *)p->tuple.saddr;
@@ -150,6 +156,7 @@ static __always_inline int weir_parse_ipv4(const struct weir_cursor *cur, __u32 
 	tot_len = ((__u32)h[2] << 8) | h[3];
 	if ((h[0] >> 4) != 4 || ihl < 20 || tot_len < ihl || off + tot_len > cur->len)
 		return WEIR_PARSE_MALFORMED;
+	cur->len = off + tot_len;
 
 	p->family = 4;
 	p->tuple.proto = h[9];
@@ -173,7 +180,7 @@ static __always_inline int weir_parse_ipv4(const struct weir_cursor *cur, __u32 
 	return weir_parse_l4(cur, off + ihl, p);
 }
 
-static __always_inline int weir_parse_ipv6(const struct weir_cursor *cur, __u32 off, struct weir_pkt *p)
+static __always_inline int weir_parse_ipv6(struct weir_cursor *cur, __u32 off, struct weir_pkt *p)
 {
 	WEIR_BUF(h, 40);
 	__u32 plen;
@@ -188,6 +195,8 @@ static __always_inline int weir_parse_ipv6(const struct weir_cursor *cur, __u32 
 	/* payload length 0 is a jumbogram (hop-by-hop option); otherwise it must fit the skb */
 	if (plen && off + 40 + plen > cur->len)
 		return WEIR_PARSE_MALFORMED;
+	if (plen)
+		cur->len = off + 40 + plen;
 	p->family = 6;
 	__builtin_memcpy(p->tuple.saddr, &h[8], 16);
 	__builtin_memcpy(p->tuple.daddr, &h[24], 16);
@@ -270,6 +279,10 @@ static __always_inline int weir_parse(struct __sk_buff *skb, struct weir_pkt *p)
 		proto = ((__u16)tag[2] << 8) | tag[3];
 		off += 4;
 	}
+	/* A deeper stack of tags is malformed, not non-IP: the stack strips priority tags (VLAN id
+	 * 0) it has no device for and would deliver the IP packet inside unjudged. */
+	if (proto == WEIR_ETH_P_8021Q || proto == WEIR_ETH_P_8021AD)
+		return WEIR_PARSE_MALFORMED;
 
 	if (proto == WEIR_ETH_P_IP)
 		return weir_parse_ipv4(&cur, off, p);
