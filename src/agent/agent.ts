@@ -26,15 +26,18 @@ import { FlowPipeline, readConntrack, type PipelineStats } from '../flows/pipeli
 import type { LossSource } from '../flows/aggregate.js';
 import { openStore, type FlowStore, type StoreOptions } from '../store/store.js';
 import { FlowWriter, type WriterStats, type FlowWriterOptions } from '../store/writer.js';
-import { createApiServer, type ApiServer } from '../api/server.js';
+import { createApiServer, createLimitedServer, type ApiServer } from '../api/server.js';
 import type { FlowRow } from '../store/row.js';
 import { RingSource, type SourceStats } from './source.js';
 import { LabStateFeed, LAB_WORLD_NAMES } from './lab-feed.js';
 import { claimAgentInfo, removeAgentInfo, writeAgentInfo } from './discovery.js';
+import { AgentMetrics, type MetricsOptions } from '../metrics/agent-metrics.js';
 
 export const DEFAULT_INTERVAL_MS = 15_000;
 /** The agent's counters on its API (the query API's own routes are src/api's). */
 export const STATS_PATH = '/api/v1/stats';
+/** Prometheus metrics (text exposition; docs/metrics.md), with the API's bearer-token rule. */
+export const METRICS_PATH = '/metrics';
 /** How often the agent looks whether its lab is still there. */
 const LAB_WATCH_MS = 1_000;
 
@@ -107,6 +110,11 @@ export interface AgentParts {
   readonly ownsStore?: boolean;
   /** extra work on close (after the store closed): the lab's agent.json, the datapath handle */
   readonly onClose?: () => void | Promise<void>;
+  /** cardinality knobs of /metrics */
+  readonly metrics?: MetricsOptions;
+  /** what keeps the agent from being ready, [] when nothing does (a node agent: synced, policy
+   * applied, interfaces reconciled); /readyz answers 503 with these before it asks the store */
+  readonly notReady?: () => readonly string[];
 }
 
 export class Agent {
@@ -119,9 +127,11 @@ export class Agent {
   private apiUrl?: string;
   private readonly tapListeners: ((records: readonly Buffer[]) => void)[] = [];
   private closing?: Promise<void>;
+  readonly metrics: AgentMetrics;
 
   constructor(private readonly parts: AgentParts) {
-    this.writer = new FlowWriter(parts.store, {
+    this.metrics = new AgentMetrics({ stats: () => this.stats(), running: () => this.apiUrl !== undefined && !this.closing && !parts.notReady?.().length, datapath: parts.datapath, registry: parts.registry, startedAt: this.startedAt }, parts.metrics);
+    this.writer = new FlowWriter(this.metrics.timeStore(parts.store), {
       spoolDir: parts.spoolDir, ...parts.writer,
       onError: (err) => parts.log?.(`writer: ${err.message}`),
     });
@@ -150,6 +160,7 @@ export class Agent {
 
   private deliver(rows: readonly FlowRow[]): void {
     if (rows.length === 0) return;
+    this.metrics.observeRows(rows);
     this.writer.write(rows);
     this.api?.publish(rows);
   }
@@ -159,7 +170,7 @@ export class Agent {
     if (this.parts.api) {
       const { host, port, token } = this.parts.api;
       this.api = createApiServer({ store: this.parts.store, host, port, ...(token !== undefined ? { token } : {}) });
-      this.server = await listenWithStats(this.api, { host, port, ...(token !== undefined ? { token } : {}) }, () => this.stats());
+      this.server = await listenWithStats(this.api, { host, port, ...(token !== undefined ? { token } : {}) }, () => this.stats(), this.metrics, this.parts.notReady);
       const a = this.server.address() as AddressInfo;
       this.apiUrl = `http://${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}`;
     }
@@ -253,11 +264,18 @@ export class Agent {
 
 /** The query API's express app behind our own HTTP server, which also answers GET
  * /api/v1/stats (the agent's counters, loss at every stage) with the API's bearer-token rule. */
-async function listenWithStats(api: ApiServer, o: { host: string; port: number; token?: string }, stats: () => AgentStats): Promise<http.Server> {
+async function listenWithStats(api: ApiServer, o: { host: string; port: number; token?: string }, stats: () => AgentStats, metrics: AgentMetrics, notReady?: () => readonly string[]): Promise<http.Server> {
   const want = o.token !== undefined ? crypto.createHash('sha256').update(o.token).digest() : undefined;
-  const server = http.createServer((req, res) => {
+  // the API's request size and time limits apply here too (this server is the one the API is served on)
+  const server = createLimitedServer((req, res) => {
     const url = new URL(req.url ?? '/', 'http://localhost');
-    if (url.pathname !== STATS_PATH) { api.app(req, res); return; }
+    const waiting = url.pathname === '/readyz' ? notReady?.() ?? [] : [];
+    if (waiting.length > 0) { // open, as the API's own /readyz: it tells nothing secret
+      res.writeHead(503, { 'Content-Type': 'application/json; charset=utf-8' });
+      res.end(JSON.stringify({ error: { message: `not ready: ${waiting.join('; ')}` }, waiting }));
+      return;
+    }
+    if (url.pathname !== STATS_PATH && url.pathname !== METRICS_PATH) { api.app(req, res); return; }
     const reply = (status: number, body: unknown) => {
       res.writeHead(status, { 'Content-Type': 'application/json; charset=utf-8', ...(status === 401 ? { 'WWW-Authenticate': 'Bearer realm="weir"' } : {}) });
       res.end(JSON.stringify(body));
@@ -267,7 +285,12 @@ async function listenWithStats(api: ApiServer, o: { host: string; port: number; 
       const got = m ? crypto.createHash('sha256').update(m[1]!).digest() : undefined;
       if (!got || !crypto.timingSafeEqual(got, want)) { reply(401, { error: { message: 'authentication required: Authorization: Bearer <token>' } }); return; }
     }
-    if (req.method !== 'GET') { reply(405, { error: { message: `${req.method} ${STATS_PATH}: only GET` } }); return; }
+    if (req.method !== 'GET') { reply(405, { error: { message: `${req.method} ${url.pathname}: only GET` } }); return; }
+    if (url.pathname === METRICS_PATH) {
+      metrics.exposition().then(({ contentType, body }) => { res.writeHead(200, { 'Content-Type': contentType }); res.end(body); },
+        (err: Error) => reply(500, { error: { message: `metrics: ${err.message}` } }));
+      return;
+    }
     reply(200, stats());
   });
   await new Promise<void>((resolve, reject) => {
@@ -301,6 +324,7 @@ export interface AgentOptions {
   /** wraps the opened store (tests: a store that fails while "down") */
   readonly wrapStore?: (store: FlowStore) => FlowStore;
   readonly log?: (line: string) => void;
+  readonly metrics?: MetricsOptions;
 }
 
 function storeLabel(t: StoreTarget): string {
@@ -354,6 +378,7 @@ export async function runAgent(opts: AgentOptions): Promise<Agent> {
       spoolDir, ...(opts.writer ? { writer: opts.writer } : {}),
       api: { host: opts.listen?.host ?? '127.0.0.1', port: opts.listen?.port ?? 0, ...(opts.token !== undefined ? { token: opts.token } : {}) },
       ...(opts.log ? { log: opts.log } : {}),
+      ...(opts.metrics ? { metrics: opts.metrics } : {}),
       onClose: () => { clearInterval(watch); removeAgentInfo(opts.lab); dp.close(); },
     });
     // A lab taken down (or taken down and made again: new pins, a new ring) leaves this agent

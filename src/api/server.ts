@@ -6,6 +6,7 @@
 import http from 'node:http';
 import crypto from 'node:crypto';
 import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import type { FlowRow } from '../store/row.js';
 import type { FlowFilter } from '../store/filter.js';
@@ -23,6 +24,65 @@ export const STREAM_HEARTBEAT_MS = 15_000;
 /** rows a slow stream client may have queued before it is cut off */
 export const MAX_STREAM_BACKLOG_BYTES = 8 * 1024 * 1024;
 
+/** What one request may cost (docs/reliability.md, "API hostile input"). The API takes no
+ * request bodies (GET only: a body is never read), so the request line and headers are the size
+ * that matters. */
+export interface HttpLimits {
+  /** request line + headers, bytes (Node's maxHeaderSize); beyond: 431 */
+  readonly maxHeaderBytes: number;
+  /** headers per request (Node's maxHeadersCount); the rest are ignored */
+  readonly maxHeadersCount: number;
+  /** the headers must have arrived by then (a client trickling them ties up a socket): 408 */
+  readonly headersTimeoutMs: number;
+  /** the whole request must have arrived by then: 408 */
+  readonly requestTimeoutMs: number;
+  /** a store query not answered by then gets 503 (an embedded store has no timeout of its own) */
+  readonly queryTimeoutMs: number;
+}
+
+export const DEFAULT_HTTP_LIMITS: HttpLimits = {
+  maxHeaderBytes: 16 * 1024, maxHeadersCount: 100, headersTimeoutMs: 10_000, requestTimeoutMs: 30_000, queryTimeoutMs: 30_000,
+};
+
+/** Node's refusals before a request reaches the app -> status and message. */
+const CLIENT_ERRORS: Readonly<Record<string, readonly [number, string]>> = {
+  HPE_HEADER_OVERFLOW: [431, 'request line and headers are too large'],
+  ERR_HTTP_REQUEST_TIMEOUT: [408, 'the request did not arrive in time'],
+};
+
+/** An HTTP server with the limits: the API's own (listen()) and the agent's, which serves this
+ * API beside its stats (src/agent/agent.ts). Requests Node refuses before they reach the app
+ * (too large, too slow, malformed) get a JSON error like every other, without a trace. */
+export function createLimitedServer(handler: http.RequestListener, limits: Partial<HttpLimits> = {}): http.Server {
+  const l = { ...DEFAULT_HTTP_LIMITS, ...limits };
+  const server = http.createServer({
+    maxHeaderSize: l.maxHeaderBytes,
+    headersTimeout: l.headersTimeoutMs,
+    requestTimeout: l.requestTimeoutMs,
+    // how often the two timeouts are checked (Node's 30 s default would let them overrun)
+    connectionsCheckingInterval: Math.max(100, Math.min(1_000, l.headersTimeoutMs / 4)),
+  }, handler);
+  server.maxHeadersCount = l.maxHeadersCount;
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
+    const inResponse = (socket as { _httpMessage?: { headersSent?: boolean } })._httpMessage?.headersSent;
+    if (err.code === 'ECONNRESET' || !socket.writable || inResponse) { socket.destroy(); return; }
+    const [status, message] = CLIENT_ERRORS[err.code ?? ''] ?? [400, 'malformed HTTP request'];
+    const body = JSON.stringify({ error: { message } });
+    socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nContent-Type: application/json; charset=utf-8\r\n`
+      + `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+  });
+  return server;
+}
+
+/** `p`, or a 503 once `ms` have passed (the query itself is left to finish). */
+function withDeadline<T>(p: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new HttpError(503, `the store did not answer within ${ms / 1000} s`)), ms);
+  });
+  return Promise.race([p, deadline]).finally(() => clearTimeout(timer));
+}
+
 export interface ApiServerOptions {
   readonly store: FlowSource;
   /** bearer token; without one the API is open (it listens on localhost by default) */
@@ -36,6 +96,8 @@ export interface ApiServerOptions {
   readonly heartbeatMs?: number;
   /** the agent's counters (rows written, events lost per stage) for GET /api/v1/stats */
   readonly stats?: () => unknown;
+  /** request size and time limits (DEFAULT_HTTP_LIMITS) */
+  readonly limits?: Partial<HttpLimits>;
 }
 
 export interface ApiServer {
@@ -83,6 +145,7 @@ export function createApiServer(opts: ApiServerOptions): ApiServer {
   const host = opts.host ?? DEFAULT_API_HOST;
   const now = opts.now ?? Date.now;
   const heartbeatMs = opts.heartbeatMs ?? STREAM_HEARTBEAT_MS;
+  const queryTimeoutMs = opts.limits?.queryTimeoutMs ?? DEFAULT_HTTP_LIMITS.queryTimeoutMs;
   // an empty token would lock everyone out (no header can carry it) or, worse, read as "no auth"
   if (opts.token !== undefined && !/^[!-~]+$/.test(opts.token)) throw new Error('the API token must be printable ASCII without spaces, and not empty');
   const tokenHash = opts.token !== undefined ? sha256(opts.token) : undefined;
@@ -96,7 +159,7 @@ export function createApiServer(opts: ApiServerOptions): ApiServer {
   app.get('/healthz', (_req, res) => { res.json({ status: 'ok' }); });
   app.get('/readyz', async (_req, res) => {
     try {
-      const ok = await store.ping();
+      const ok = await withDeadline(store.ping(), queryTimeoutMs);
       if (ok === false) throw new Error('the store did not answer');
       res.json({ status: 'ready' });
     } catch (err) {
@@ -133,13 +196,13 @@ export function createApiServer(opts: ApiServerOptions): ApiServer {
 
   app.get('/api/v1/flows', async (req, res) => {
     const q = parseFlowQuery(queryPairs(req), { now });
-    const page = await store.queryFlows(q);
+    const page = await withDeadline(store.queryFlows(q), queryTimeoutMs);
     res.json({ rows: page.rows, ...(page.nextCursor !== undefined ? { nextCursor: page.nextCursor } : {}) });
   });
 
   app.get('/api/v1/flows/summary', async (req, res) => {
     const q = parseSummaryQuery(queryPairs(req), { now });
-    const result = await store.summary(q.filter, q.groupBy, q.limit);
+    const result = await withDeadline(store.summary(q.filter, q.groupBy, q.limit), queryTimeoutMs);
     res.json({ ...result, groupBy: q.groupBy, limit: q.limit });
   });
 
@@ -203,7 +266,9 @@ export function createApiServer(opts: ApiServerOptions): ApiServer {
     } else if ((err as { type?: string; status?: number }).status && (err as { status: number }).status < 500) {
       res.status((err as { status: number }).status).json({ error: { message: (err as Error).message } });
     } else {
-      res.status(500).json({ error: { message: `store query failed: ${(err as Error).message}` } });
+      // the first line only, cut short: a store's message may go on with its stack trace
+      const first = String((err as Error)?.message ?? err).split('\n', 1)[0]!.slice(0, 300);
+      res.status(500).json({ error: { message: `store query failed: ${first}` } });
     }
   });
 
@@ -215,7 +280,7 @@ export function createApiServer(opts: ApiServerOptions): ApiServer {
     get streams() { return streams.size; },
     listen() {
       if (server) throw new Error('the API server is already listening');
-      const s = http.createServer(app);
+      const s = createLimitedServer(app, opts.limits);
       server = s;
       return new Promise((resolve, reject) => {
         s.once('error', reject);
