@@ -289,3 +289,11 @@ export function buildWhere(filter: FlowFilter, p: Params = new Params()): Where 
   }
   return { sql: out.length ? out.join('\n  AND ') : '1', params: p.values };
 }
+
+/**
+ * The SETTINGS clause every read of the store ends with: the engine stops a query itself after
+ * QUERY_TIMEOUT_S (an HTTP deadline alone would leave embedded chDB running it). In the statement,
+ * not in clickhouse_settings, which chDB's connection turns into SETs that stay on its session.
+ */
+export const QUERY_TIMEOUT_S = 30;
+export const READ_SETTINGS = `SETTINGS max_execution_time = ${QUERY_TIMEOUT_S}, timeout_overflow_mode = 'throw'`;

@@ -16,7 +16,7 @@ import { migrate, type MigrationResult } from './migrations.js';
 import { NativeEncoder } from './native.js';
 import type { FlowRow } from './row.js';
 import { DEFAULT_RETENTION, FLOWS_TABLE, type Retention, type Target } from './schema.js';
-import { FilterError, Params, buildWhere } from './sql.js';
+import { FilterError, Params, QUERY_TIMEOUT_S, READ_SETTINGS, buildWhere } from './sql.js';
 import { summarize, type Summary } from './summary.js';
 
 export type { Summary, SummaryGroup, SummarySource } from './summary.js';
@@ -129,6 +129,8 @@ async function openClient(opts: OpenStoreOptions): Promise<{ client: ClickHouseC
       database: opts.database,
       // flow queries filter on maps and ranges; a stuck query should not hold the API forever
       request_timeout: 30_000,
+      // and the server stops such a query itself (READ_SETTINGS does this for chDB)
+      clickhouse_settings: { max_execution_time: QUERY_TIMEOUT_S },
       log: { LoggerClass: OneLineLogger },
     });
     return { client, location: redact(opts.url), embedded: false };
@@ -194,6 +196,9 @@ class ClickHouseFlowStore implements FlowStore {
   /** embedded: where insert blocks are staged for chDB to read; a server: undefined */
   readonly #insertDir: string | undefined;
   #insertSeq = 0;
+  /** embedded: the engine's own query time limit, in each statement; a server gets it as a
+   * request setting (the client's clickhouse_settings, sent per request) */
+  readonly #readSettings: string;
 
   constructor(
     readonly client: ClickHouseClient,
@@ -201,6 +206,7 @@ class ClickHouseFlowStore implements FlowStore {
     private readonly embedded: boolean,
     readonly migration: MigrationResult,
   ) {
+    this.#readSettings = embedded ? READ_SETTINGS : '';
     if (embedded) {
       this.#insertDir = path.join(location, INSERT_DIR);
       mkdirSync(this.#insertDir, { recursive: true });
@@ -262,7 +268,8 @@ class ClickHouseFlowStore implements FlowStore {
       query: `SELECT ${selectColumns()} FROM ${FLOWS_TABLE}
 WHERE ${where.sql}${cursor}
 ORDER BY ts DESC, id DESC
-LIMIT ${p.add('UInt32', q.limit + 1)}`,
+LIMIT ${p.add('UInt32', q.limit + 1)}
+${this.#readSettings}`,
       query_params: p.values,
       format: 'JSONEachRow',
     });
@@ -275,13 +282,13 @@ LIMIT ${p.add('UInt32', q.limit + 1)}`,
   }
 
   summary(filter: FlowFilter, groupBy: readonly string[], limit: number): Promise<Summary> {
-    return summarize(this.client, filter, groupBy, limit);
+    return summarize(this.client, filter, groupBy, limit, { readSettings: this.#readSettings });
   }
 
   async count(filter: FlowFilter = {}): Promise<number> {
     const where = buildWhere(filter);
     const rs = await this.client.query({
-      query: `SELECT count() AS n FROM ${FLOWS_TABLE} WHERE ${where.sql}`,
+      query: `SELECT count() AS n FROM ${FLOWS_TABLE} WHERE ${where.sql}\n${this.#readSettings}`,
       query_params: where.params,
       format: 'JSONEachRow',
     });

@@ -81,6 +81,8 @@ export interface SummaryOptions {
   readonly now?: number;
   /** read this table whatever the rule says (tests, diagnostics); refused when it lacks a column */
   readonly table?: SummaryTable;
+  /** a SETTINGS clause the queries end with (the store's READ_SETTINGS on chDB); default none */
+  readonly readSettings?: string;
 }
 
 interface Table {
@@ -216,12 +218,13 @@ export async function summarize(
     client.query({
       query: `SELECT ${keys}, ${measures} FROM ${src.table} WHERE ${where.sql}
 GROUP BY ${groupCols} ORDER BY n_bytes DESC, n_packets DESC, n_flows DESC, ${groupCols}
-LIMIT ${p.add('UInt32', limit)}`,
+LIMIT ${p.add('UInt32', limit)}
+${opts.readSettings ?? ''}`,
       query_params: p.values,
       format: 'JSONEachRow',
     }),
     client.query({
-      query: `SELECT ${measures} FROM ${src.table} WHERE ${where.sql}`,
+      query: `SELECT ${measures} FROM ${src.table} WHERE ${where.sql}\n${opts.readSettings ?? ''}`,
       query_params: p.values,
       format: 'JSONEachRow',
     }),
