@@ -26,7 +26,9 @@ import { FlowPipeline, readConntrack, type PipelineStats } from '../flows/pipeli
 import type { LossSource } from '../flows/aggregate.js';
 import { openStore, type FlowStore, type StoreOptions } from '../store/store.js';
 import { FlowWriter, type WriterStats, type FlowWriterOptions } from '../store/writer.js';
+import express from 'express';
 import { createApiServer, createLimitedServer, type ApiServer } from '../api/server.js';
+import { createClickHouseEndpoint } from '../api/clickhouse-http.js';
 import type { FlowRow } from '../store/row.js';
 import { RingSource, type SourceStats } from './source.js';
 import { LabStateFeed, LAB_WORLD_NAMES } from './lab-feed.js';
@@ -38,6 +40,8 @@ export const DEFAULT_INTERVAL_MS = 15_000;
 export const STATS_PATH = '/api/v1/stats';
 /** Prometheus metrics (text exposition; docs/metrics.md), with the API's bearer-token rule. */
 export const METRICS_PATH = '/metrics';
+/** The read-only ClickHouse-compatible endpoint (docs/api.md): Grafana's data source URL path. */
+export const CLICKHOUSE_PATH = '/clickhouse';
 /** How often the agent looks whether its lab is still there. */
 const LAB_WATCH_MS = 1_000;
 
@@ -104,6 +108,10 @@ export interface AgentParts {
   readonly spoolDir: string;
   readonly writer?: Partial<Omit<FlowWriterOptions, 'spoolDir'>>;
   readonly api?: { readonly host: string; readonly port: number; readonly token?: string };
+  /** the read-only ClickHouse-compatible endpoint for Grafana at CLICKHOUSE_PATH on the API's
+   * port (docs/api.md); default on. Who may use it: the API token (as a bearer), these
+   * credentials (basic auth), or, when neither is set, anyone who reaches a loopback listener. */
+  readonly clickhouseEndpoint?: false | { readonly credentials?: { readonly user: string; readonly password: string } };
   readonly conntrackIntervalMs?: number;
   readonly log?: (line: string) => void;
   /** the agent closes the store when it closes (default true) */
@@ -170,7 +178,8 @@ export class Agent {
     if (this.parts.api) {
       const { host, port, token } = this.parts.api;
       this.api = createApiServer({ store: this.parts.store, host, port, ...(token !== undefined ? { token } : {}) });
-      this.server = await listenWithStats(this.api, { host, port, ...(token !== undefined ? { token } : {}) }, () => this.stats(), this.metrics, this.parts.notReady);
+      const sql = this.clickhouseApp(host, token);
+      this.server = await listenWithStats(this.api, { host, port, ...(token !== undefined ? { token } : {}) }, () => this.stats(), this.metrics, this.parts.notReady, sql);
       const a = this.server.address() as AddressInfo;
       this.apiUrl = `http://${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}`;
     }
@@ -180,6 +189,30 @@ export class Agent {
 
   get url(): string | undefined {
     return this.apiUrl;
+  }
+
+  /** The ClickHouse-compatible endpoint's app, or undefined when it is off or nobody could be
+   * let in (no token, no credentials, and a listener other than loopback). */
+  private clickhouseApp(host: string, token: string | undefined): express.Express | undefined {
+    const opt = this.parts.clickhouseEndpoint ?? {};
+    if (opt === false) return undefined;
+    const loopback = host === 'localhost' || host === '::1' || host.startsWith('127.');
+    if (token === undefined && opt.credentials === undefined && !loopback) {
+      this.parts.log?.(`the ClickHouse-compatible endpoint is off: listening on ${host} with neither an API token nor endpoint credentials`);
+      return undefined;
+    }
+    const endpoint = createClickHouseEndpoint({
+      store: this.parts.store,
+      ...(token !== undefined ? { token } : {}),
+      ...(opt.credentials ? { credentials: opt.credentials } : {}),
+      ...(token === undefined && opt.credentials === undefined ? { allowAnonymous: true } : {}),
+      displayName: this.parts.name,
+      log: (line) => this.parts.log?.(`clickhouse endpoint: ${line}`),
+    });
+    const app = express();
+    app.disable('x-powered-by');
+    app.use(CLICKHOUSE_PATH, endpoint.router);
+    return app;
   }
 
   /** The store the agent writes (for queries in-process: the demo, tests). */
@@ -264,11 +297,13 @@ export class Agent {
 
 /** The query API's express app behind our own HTTP server, which also answers GET
  * /api/v1/stats (the agent's counters, loss at every stage) with the API's bearer-token rule. */
-async function listenWithStats(api: ApiServer, o: { host: string; port: number; token?: string }, stats: () => AgentStats, metrics: AgentMetrics, notReady?: () => readonly string[]): Promise<http.Server> {
+async function listenWithStats(api: ApiServer, o: { host: string; port: number; token?: string }, stats: () => AgentStats, metrics: AgentMetrics, notReady?: () => readonly string[], clickhouse?: express.Express): Promise<http.Server> {
   const want = o.token !== undefined ? crypto.createHash('sha256').update(o.token).digest() : undefined;
   // the API's request size and time limits apply here too (this server is the one the API is served on)
   const server = createLimitedServer((req, res) => {
     const url = new URL(req.url ?? '/', 'http://localhost');
+    // Grafana's ClickHouse data source: its own authentication (basic auth or the token)
+    if (clickhouse && (url.pathname === CLICKHOUSE_PATH || url.pathname.startsWith(`${CLICKHOUSE_PATH}/`))) { clickhouse(req, res); return; }
     const waiting = url.pathname === '/readyz' ? notReady?.() ?? [] : [];
     if (waiting.length > 0) { // open, as the API's own /readyz: it tells nothing secret
       res.writeHead(503, { 'Content-Type': 'application/json; charset=utf-8' });
