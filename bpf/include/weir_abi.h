@@ -99,6 +99,10 @@ enum weir_counter {
 	WEIR_C_CT_CREATED = 3,
 	WEIR_C_CT_EXPIRED = 4,        /* entries removed by the collector */
 	WEIR_C_CT_CREATE_FAILED = 5,
+	WEIR_C_CT_MISS_MIDSTREAM = 6, /* a TCP packet without SYN that no entry answered either way:
+	                                 its entry was evicted (the LRU conntrack map was full) or
+	                                 expired, or the flow predates the datapath. It is judged by
+	                                 policy as a new flow, never passed as established. */
 	WEIR_C_MAX = 8,
 };
 

@@ -370,6 +370,17 @@ static __always_inline int weir_ct_reply(struct weir_ctx *c, struct weir_ct_entr
 	return weir_verdict(c, WEIR_R_ALLOW_ESTABLISHED, TC_ACT_OK);
 }
 
+/* The conntrack map is an LRU hash: when it is full the kernel evicts the least recently used
+ * entry to make room, without telling us. The loss shows when the evicted flow's next packet
+ * comes: a TCP segment without SYN that no entry answers. It is judged as a new flow (so an
+ * evicted flow passes again only if policy allows it now); count it, so a conntrack map that is
+ * too small is visible (docs/reliability.md: Resource limits). */
+static __always_inline void weir_count_ct_miss(const struct weir_ctx *c)
+{
+	if (!c->p.later_fragment && c->p.tuple.proto == WEIR_PROTO_TCP && !(c->p.tcp_flags & WEIR_TCP_SYN))
+		weir_count(WEIR_C_CT_MISS_MIDSTREAM);
+}
+
 /* A packet no flow knows: this hook's policy decides, and an allowed flow is tracked. */
 static __always_inline int weir_new_flow(struct weir_ctx *c, const struct weir_endpoint *sep,
 					 const struct weir_endpoint *dep)
@@ -382,6 +393,7 @@ static __always_inline int weir_new_flow(struct weir_ctx *c, const struct weir_e
 	int src_local, dst_local, counts;
 	__u32 zero = 0;
 
+	weir_count_ct_miss(c);
 	/* the policed endpoint was looked up by the caller; the peer only now */
 	if (from_pod)
 		dep = weir_ep(c, c->p.tuple.daddr);
@@ -663,6 +675,7 @@ static __always_inline int weir_hostdev_new_flow(struct weir_ctx *c, const struc
 	struct weir_ct_entry *e;
 	int src_local, dst_local;
 
+	weir_count_ct_miss(c);
 	weir_ids_from_eps(c, sep, dep);
 	if (!weir_host_judge(c, hif, sep, dep, &d))
 		return weir_verdict(c, WEIR_R_UNKNOWN, TC_ACT_SHOT);

@@ -89,6 +89,8 @@ export const Counter = {
   CT_CREATED: 3,
   CT_EXPIRED: 4,
   CT_CREATE_FAILED: 5,
+  /** TCP without SYN that found no conntrack entry: evicted (LRU full) or expired; re-judged */
+  CT_MISS_MIDSTREAM: 6,
 } as const;
 export type CounterName = keyof typeof Counter;
 /** WEIR_C_MAX: entries of weir_counters_v1. */

@@ -77,6 +77,13 @@ export function applyCompiled(
   const gen = generation();
   const active = gen & 1;
   const next = active ^ 1;
+  // A policy state larger than a map fails here, before anything is written: the slot in force
+  // keeps judging and the error names the map (docs/reliability.md: Resource limits).
+  for (const kind of SLOT_KINDS) {
+    const name = abi.slotMapName(kind, next);
+    const capacity = mapOf(name).maxEntries;
+    if (want[kind].size > capacity) throw new MapCapacityError(name, kind, want[kind].size, capacity, gen);
+  }
   // What this process last wrote to each slot, valid while the generation is the one it left:
   // saves reading both slots back from the kernel (an LPM trie is walked key by key).
   const cached = cache && cache.generation === gen ? cache.slots : [undefined, undefined];
@@ -124,17 +131,31 @@ export function applyCompiled(
     const map = mapOf(abi.slotMapName(kind, next));
     const have = nextState[kind];
     const counted = kind === 'endpoints' ? 'endpoints' : 'policy';
-    for (const k of have.keys()) {
-      if (want[kind].has(k)) continue;
-      // an array's index cannot go: it is zeroed (the datapath never reads past a list's count)
-      if (isArrayKind(kind)) map.update(Buffer.from(k, 'hex'), GRULE_UNUSED);
-      else if (!map.delete(Buffer.from(k, 'hex'))) continue;
-      deleted[counted]++;
-    }
-    for (const [k, v] of want[kind]) {
-      if (have.get(k)?.equals(v)) continue;
-      map.update(Buffer.from(k, 'hex'), v);
-      written[counted]++;
+    try {
+      for (const k of have.keys()) {
+        if (want[kind].has(k)) continue;
+        // an array's index cannot go: it is zeroed (the datapath never reads past a list's count)
+        if (isArrayKind(kind)) map.update(Buffer.from(k, 'hex'), GRULE_UNUSED);
+        else if (!map.delete(Buffer.from(k, 'hex'))) continue;
+        deleted[counted]++;
+      }
+      for (const [k, v] of want[kind]) {
+        if (have.get(k)?.equals(v)) continue;
+        map.update(Buffer.from(k, 'hex'), v);
+        written[counted]++;
+      }
+    } catch (err) {
+      // The inactive slot is now half written: forget what this process thought it held, so
+      // the next apply reads it back from the kernel instead of leaving stray keys in it. The
+      // generation is not bumped: packets are still judged from the slot in force.
+      if (cache) cache.slots[next] = undefined;
+      const code = (err as { code?: string }).code;
+      throw new Error(
+        `applying the policy state failed writing ${abi.slotMapName(kind, next)} (${kind}: ${want[kind].size} entries wanted, ` +
+          `capacity ${map.maxEntries})${code ? ` with ${code}` : ''}: ${(err as Error).message}; nothing was applied, ` +
+          `the policy state of generation ${gen} stays in force`,
+        { cause: err },
+      );
     }
   }
   const flipped = bump(); // the flip: from here on every packet is judged from the new slot
@@ -144,6 +165,23 @@ export function applyCompiled(
     cache.slots[next] = want;
   }
   return { endpointsWritten: written.endpoints, endpointsDeleted: deleted.endpoints, policyWritten: written.policy, policyDeleted: deleted.policy };
+}
+
+/** A policy state that does not fit a map of the datapath: nothing was written, the policy in
+ * force is unchanged. Raise the map's max_entries (Datapath.install's maxEntries) or shrink the
+ * policy set. */
+export class MapCapacityError extends Error {
+  constructor(
+    readonly map: string,
+    readonly kind: SlotKind,
+    readonly needed: number,
+    readonly capacity: number,
+    readonly generation: number,
+  ) {
+    super(`policy state does not fit: ${map} (${kind}) needs ${needed} entries, it holds at most ${capacity}; ` +
+      `nothing was applied, the policy state of generation ${generation} stays in force`);
+    this.name = 'MapCapacityError';
+  }
 }
 
 /** The grace-period barrier behind Datapath.waitForPrograms(), for anything holding the maps. */
