@@ -4,7 +4,10 @@ import { Command, Option, InvalidArgumentError } from 'commander';
 import { DEFAULT_LAB } from '../lab/lab.js';
 import { parseCidr } from '../datastore/cidr.js';
 import type { WorldName } from '../flows/registry.js';
+import { metricsFlagOptions, metricsOptionsOf, type MetricsFlags } from '../metrics/cli.js';
 import { runAgent, AgentStoreError, DEFAULT_INTERVAL_MS, defaultDataDir, type StoreTarget } from './agent.js';
+import { readSecretFlags, runNodeFlags, type NodeFlags } from '../node/cli.js';
+import { DEFAULT_PIN_ROOT } from '../node/node-agent.js';
 
 /** "15s", "1m", "500ms", or plain seconds. */
 export function parseDuration(value: string): number {
@@ -30,7 +33,7 @@ function worldName(value: string, previous: WorldName[] = []): WorldName[] {
   return [...previous, { cidr: m[1]!, name: m[2]! }];
 }
 
-interface AgentFlags {
+interface AgentFlags extends NodeFlags, MetricsFlags {
   lab: string;
   dataDir?: string;
   clickhouseUrl?: string;
@@ -59,7 +62,31 @@ export function addAgentCommand(program: Command): void {
     .addOption(new Option('--token <token>', 'bearer token the API requires').env('WEIR_API_TOKEN'))
     .option('--keep-ips', 'allowed-flow aggregates keep the endpoints\' addresses')
     .option('--world-name <cidr=name>', 'a name for outside addresses in CIDR (repeatable)', worldName)
-    .action(async (o: AgentFlags) => {
+    .addOption(metricsFlagOptions[0]!).addOption(metricsFlagOptions[1]!).addOption(metricsFlagOptions[2]!)
+    // a real node (docs/node.md): the agent programs the datapath itself from a datastore
+    .addOption(new Option('--datastore <kind>', 'run as a node\'s agent: policy from the Kubernetes API or a directory of manifests (instead of --lab)').choices(['kubernetes', 'files']))
+    .option('--kubeconfig <path>', 'with --datastore kubernetes: this kubeconfig (default: in-cluster service account, else $KUBECONFIG/~/.kube/config)')
+    .option('--manifests <dir>', 'with --datastore files: the directory of YAML manifests (watched)')
+    .option('--node <name>', 'with --datastore: this node\'s name (pods\' spec.nodeName)')
+    .option('--token-file <file>', 'a file holding the bearer token the API requires')
+    .option('--clickhouse-password-file <file>', 'a file holding the ClickHouse password')
+    .option('--auto-host-endpoints', 'with --datastore: a HostEndpoint <node>-auto-hep for all of the node\'s host interfaces')
+    .option('--failsafe-inbound <list>', 'with --datastore: inbound failsafe ports, e.g. "tcp:22,udp:68" (default Calico\'s)')
+    .option('--failsafe-outbound <list>', 'with --datastore: outbound failsafe ports, e.g. "udp:53,tcp:443" (default Calico\'s)')
+    .option('--no-failsafes', 'with --datastore: no failsafe ports (a host policy can lock operators out)')
+    .option('--cni <style>', 'with --datastore: how pod interfaces look: calico, cilium, flannel, bridge, kindnet, auto', 'auto')
+    .option('--host-interfaces <patterns>', 'with --datastore: the interfaces a "*" host endpoint covers, e.g. "eth*,bond0" (default: those with a global address that are no pod veth, bridge, tunnel or dummy)')
+    .option('--pin-root <dir>', 'with --datastore: where the datapath is pinned (bpffs)', DEFAULT_PIN_ROOT)
+    .action(async (o: AgentFlags, cmd: Command) => {
+      if (o.datastore !== undefined) {
+        if (cmd.getOptionValueSource('lab') === 'cli') throw new InvalidArgumentError('give --lab (a lab\'s flow agent) or --datastore (a node\'s agent), not both');
+        await runNodeFlags(o, metricsOptionsOf(o));
+        return;
+      }
+      for (const f of ['node', 'manifests', 'kubeconfig', 'autoHostEndpoints', 'failsafeInbound', 'failsafeOutbound', 'hostInterfaces'] as const) {
+        if (o[f] !== undefined) throw new InvalidArgumentError(`--${f.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} needs --datastore (a node's agent)`);
+      }
+      readSecretFlags(o);
       if (o.dataDir && o.clickhouseUrl) throw new InvalidArgumentError('give --data-dir or --clickhouse-url, not both');
       const store: StoreTarget = o.clickhouseUrl
         ? {
@@ -77,6 +104,7 @@ export function addAgentCommand(program: Command): void {
           ...(o.token !== undefined ? { token: o.token } : {}),
           ...(o.keepIps ? { keepIps: true } : {}),
           ...(o.worldName ? { worldNames: o.worldName } : {}),
+          metrics: metricsOptionsOf(o),
           log: (line) => console.error(`weir agent: ${line}`),
           onLabGone: () => labGone(),
         });

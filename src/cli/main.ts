@@ -11,6 +11,7 @@ import { formatLabStatus } from '../lab/status.js';
 import { observeLab } from '../flows/observe.js';
 import { runDemo } from './demo.js';
 import { addAgentCommand, parseDuration } from '../agent/cli.js';
+import { addNodeCommand } from '../node/cli.js';
 import { defaultDataDir } from '../agent/agent.js';
 import { formatLabAgentStatus, labAgentLog, labAgentStatus, LAB_AGENT_INTERVAL_MS, startLabAgent } from '../lab/lab-agent.js';
 import { addObserveCommand } from './observe.js';
@@ -295,6 +296,7 @@ Where the lines come from:
   addObserveCommand(program, openStore);
 
   addAgentCommand(program);
+  addNodeCommand(program);
 
   program.command('demo').description('bring up a small lab, send allowed and denied traffic, show the flows, tear down')
     .action(async () => { await runDemo(); });

@@ -4,6 +4,7 @@
 // `-j` output is iproute2's stable machine interface (Cilium's and Calico's tests read it too), and
 // every dump here is one short command per resync, not a per-packet path. Only the fields
 // discovery needs are kept, each checked, so a malformed dump fails loudly with the command named.
+import { readFileSync } from 'node:fs';
 import { run } from '../../lab/exec.js';
 import { canonicalIp } from '../abi.js';
 
@@ -269,17 +270,28 @@ export async function readTcHook(netns: NetnsName, ifname: string): Promise<{ cl
   return { clsact, filters };
 }
 
-/** A program's name and tag by id (bpftool), for recognising Weir's code loaded by another process. */
-export async function readProgTag(id: number): Promise<{ name: string; tag: string } | undefined> {
+/** The kernel keeps BPF_OBJ_NAME_LEN (16) bytes of a program's name, NUL included: tc shows that
+ * much ("weir_from_host_dev" -> "weir_from_host_"), bpftool the full name from BTF. */
+const KERNEL_PROG_NAME_MAX = 15;
+
+/** A program's name (as the kernel and tc show it) and tag, for recognising Weir's code loaded by
+ * another process: by id through bpftool, else, given the program's fd in this process, from
+ * /proc/self/fdinfo (no bpftool needed: the agent's image has none). */
+export async function readProgTag(id: number, own?: { fd: number; name: string }): Promise<{ name: string; tag: string } | undefined> {
   try {
     const { stdout } = await run('bpftool', ['-j', 'prog', 'show', 'id', String(id)]);
     const p = JSON.parse(stdout) as unknown;
     if (!isObj(p)) return undefined;
     const name = str(p, 'name');
     const tag = str(p, 'tag');
-    return name && tag ? { name, tag } : undefined;
+    if (name && tag) return { name: name.slice(0, KERNEL_PROG_NAME_MAX), tag };
+  } catch { /* no bpftool */ }
+  if (!own) return undefined; // programs are recognised by id only
+  try {
+    const tag = /^prog_tag:\s*([0-9a-f]{16})$/m.exec(readFileSync(`/proc/self/fdinfo/${own.fd}`, 'utf8'))?.[1];
+    return tag ? { name: own.name.slice(0, KERNEL_PROG_NAME_MAX), tag } : undefined;
   } catch {
-    return undefined; // no bpftool: programs are recognised by id only
+    return undefined;
   }
 }
 

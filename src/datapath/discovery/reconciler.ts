@@ -97,6 +97,10 @@ interface Held { kind: 'pod' | 'host'; key: string; ifindex: number; ifname: str
 type Ownership = 'ours' | 'foreign' | 'none';
 
 const DIRECTIONS: readonly TcDirection[] = ['ingress', 'egress'];
+const OUR_PROGRAMS = {
+  pod: { ingress: PROGRAMS.fromPod, egress: PROGRAMS.toPod },
+  host: { ingress: PROGRAMS.fromHostDev, egress: PROGRAMS.toHostDev },
+} as const;
 const IFNAME = /^[^\s/:]{1,15}$/;
 
 function isGone(err: unknown): boolean {
@@ -411,7 +415,8 @@ export class PodInterfaceReconciler {
     this.tagsRead = true;
     for (const kind of ['pod', 'host'] as const) {
       for (const d of DIRECTIONS) {
-        const t = await readProgTag(this.ours[kind][d].id);
+        const prog = this.datapath.program(OUR_PROGRAMS[kind][d]);
+        const t = await readProgTag(this.ours[kind][d].id, { fd: prog.fd, name: prog.name });
         if (t) Object.assign(this.ours[kind][d], t);
       }
     }
