@@ -42,6 +42,8 @@ export const STATS_PATH = '/api/v1/stats';
 export const METRICS_PATH = '/metrics';
 /** The read-only ClickHouse-compatible endpoint (docs/api.md): Grafana's data source URL path. */
 export const CLICKHOUSE_PATH = '/clickhouse';
+/** The endpoint's user when the API token is its password (no credentials of its own). */
+export const CLICKHOUSE_USER = 'weir';
 /** How often the agent looks whether its lab is still there. */
 const LAB_WATCH_MS = 1_000;
 
@@ -201,11 +203,14 @@ export class Agent {
       this.parts.log?.(`the ClickHouse-compatible endpoint is off: listening on ${host} with neither an API token nor endpoint credentials`);
       return undefined;
     }
+    // Grafana's data source sends a user and password (basic auth): with no credentials of its
+    // own, the endpoint takes the API token as the password of the user CLICKHOUSE_USER
+    const credentials = opt.credentials ?? (token !== undefined && token.length >= 8 ? { user: CLICKHOUSE_USER, password: token } : undefined);
     const endpoint = createClickHouseEndpoint({
       store: this.parts.store,
       ...(token !== undefined ? { token } : {}),
-      ...(opt.credentials ? { credentials: opt.credentials } : {}),
-      ...(token === undefined && opt.credentials === undefined ? { allowAnonymous: true } : {}),
+      ...(credentials ? { credentials } : {}),
+      ...(token === undefined && credentials === undefined ? { allowAnonymous: true } : {}),
       displayName: this.parts.name,
       log: (line) => this.parts.log?.(`clickhouse endpoint: ${line}`),
     });

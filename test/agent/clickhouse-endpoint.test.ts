@@ -10,7 +10,7 @@ import { test } from 'node:test';
 import { ClickHouseLogLevel, createClient } from '@clickhouse/client';
 import { Lab } from '../../src/lab/lab.js';
 import { probeLab } from '../../src/lab/probe.js';
-import { runAgent, CLICKHOUSE_PATH, type Agent } from '../../src/agent/agent.js';
+import { runAgent, CLICKHOUSE_PATH, CLICKHOUSE_USER, type Agent } from '../../src/agent/agent.js';
 
 const LAB = `tce${process.pid % 10000}`;
 const TOKEN = 'endpoint-test-token-0123456789';
@@ -68,6 +68,14 @@ test('the agent serves its store to a ClickHouse client at /clickhouse: reads on
       await assert.rejects(ch.query({ query: "SELECT * FROM file('/etc/passwd', 'LineAsString')" }), /file|not allowed|READONLY/i);
     } finally {
       await ch.close();
+    }
+    // Grafana's way: basic auth, the API token as the password of the user "weir"
+    const basic = createClient({ url: agent.url, pathname: CLICKHOUSE_PATH, username: CLICKHOUSE_USER, password: TOKEN, log: { level: ClickHouseLogLevel.OFF } });
+    try {
+      const one = await (await basic.query({ query: 'SELECT 1 AS one', format: 'JSONEachRow' })).json<{ one: number }>();
+      assert.equal(Number(one[0]!.one), 1);
+    } finally {
+      await basic.close();
     }
     // the token is required
     const anonymous = await fetch(`${url}/?query=${encodeURIComponent('SELECT 1')}`);
