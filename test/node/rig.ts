@@ -44,6 +44,9 @@ export async function eventually(what: string, check: () => Promise<boolean>, ti
   }
 }
 
+/** how long an agent may take to answer /healthz after it was started */
+const AGENT_START_MS = 120_000;
+
 const FETCH = `
 fetch(process.argv[1]).then(async (r) => process.stdout.write(JSON.stringify({ status: r.status, body: await r.text() })),
   (e) => process.stdout.write(JSON.stringify({ status: 0, body: String(e.cause?.code ?? e.message) })));
@@ -131,10 +134,14 @@ export class NodeRig {
       },
     };
     this.agents.push(proc);
+    // the first start on a fresh machine maps chDB's large library from a cold page cache, next to
+    // other test files: give it time, and say what the agent printed if it never answers
     await eventually('the agent\'s API answers', async () => {
       if (child.exitCode !== null) throw new Error(`the agent exited (${child.exitCode}): ${out}`);
       return (await this.get('/healthz')).status === 200;
-    }, 30_000);
+    }, AGENT_START_MS).catch((err: Error) => {
+      throw new Error(`${err.message}; the agent's stderr so far:\n${out || '(nothing)'}`);
+    });
     return proc;
   }
 
