@@ -106,15 +106,31 @@ const mapFill = promPanel('timeseries', 'BPF map fill', 'Entries of each BPF map
   promQl(`max by (map) (weir_bpf_map_entries{${SEL}} / on (instance, map) weir_bpf_map_capacity{${SEL}})`, '{{map}}'),
 ), { max: 1, min: 0 });
 
-const conntrack = promPanel('timeseries', 'Connection tracking', 'Conntrack entries created and expired per second, and creations that failed because the table was full.', 'short', refs(
+const conntrack = promPanel('timeseries', 'Connection tracking', 'Conntrack entries created and expired per second, creations that failed because the table was full, and TCP packets without SYN that found no entry (midstream misses: how LRU evictions of a full table show; judged as new flows).', 'short', refs(
   promQl(`sum(rate(weir_conntrack_entries_created_total{${SEL}}[$__rate_interval]))`, 'created'),
   promQl(`sum(rate(weir_conntrack_entries_expired_total{${SEL}}[$__rate_interval]))`, 'expired'),
   promQl(`sum(rate(weir_conntrack_create_failures_total{${SEL}}[$__rate_interval]))`, 'create failures'),
+  promQl(`sum(rate(weir_conntrack_midstream_misses_total{${SEL}}[$__rate_interval]))`, 'midstream misses'),
 ));
 
 const compile = promPanel('timeseries', 'Policy compiles', 'Policy compile duration (p99) and failed compiles per second.', 's', refs(
   promQl(`histogram_quantile(0.99, sum by (le) (rate(weir_policy_compile_duration_seconds_bucket{${SEL}}[$__rate_interval])))`, 'p99'),
   promQl(`sum(rate(weir_policy_compile_errors_total{${SEL}}[$__rate_interval]))`, 'errors/s'),
+));
+
+// Node agents only (`weir agent --datastore`): a lab's agent applies no policy and has no datastore.
+const applies = promPanel('timeseries', 'Policy applies (node agents)', 'Policy applies per second that succeeded and that failed, by reason (compile, map_capacity, datapath, other); agents whose last apply failed (the policy applied before stays enforced).', 'short', refs(
+  promQl(`sum(rate(weir_policy_applies_total{${SEL}}[$__rate_interval]))`, 'applied'),
+  promQl(`sum by (reason) (rate(weir_policy_apply_failures_total{${SEL}}[$__rate_interval]))`, 'failed: {{reason}}'),
+  promQl(`sum(weir_policy_last_apply_failed{${SEL}})`, 'agents whose last apply failed'),
+));
+
+const datastore = promPanel('timeseries', 'Datastore (node agents)', 'Agents whose datastore source has not synced or is disconnected (nothing is applied before sync; a disconnected view is frozen), and objects refused per second by kind (an invalid NetworkPolicy: its Event names the field), relists and reconnects.', 'short', refs(
+  promQl(`sum by (source) (1 - weir_datastore_synced{${SEL}})`, 'not synced: {{source}}'),
+  promQl(`sum by (source) (1 - weir_datastore_connected{${SEL}})`, 'disconnected: {{source}}'),
+  promQl(`sum by (kind) (rate(weir_datastore_objects_rejected_total{${SEL}}[$__rate_interval]))`, 'rejected: {{kind}}'),
+  promQl(`sum(rate(weir_datastore_relists_total{${SEL}}[$__rate_interval]))`, 'relists'),
+  promQl(`sum(rate(weir_datastore_reconnects_total{${SEL}}[$__rate_interval]))`, 'reconnects'),
 ));
 
 const lostRows: PanelSpec = {
@@ -130,7 +146,7 @@ const lostRows: PanelSpec = {
 export const agentHealth = dashboard({
   uid: 'weir-agent-health',
   title: 'Weir / Agent health',
-  description: 'The flow agents: loss at every stage, queues, the store\'s latency and backlog, BPF map fill.',
+  description: 'The flow agents: loss at every stage, queues, the store\'s latency and backlog, BPF map fill and conntrack evictions; node agents: policy applies and their datastore.',
   variables: [
     datasourceVariable('DS_PROMETHEUS', 'Prometheus', PROMETHEUS_TYPE),
     datasourceVariable('DS_CLICKHOUSE', 'ClickHouse', CLICKHOUSE_TYPE),
@@ -142,6 +158,6 @@ export const agentHealth = dashboard({
     { h: 8, panels: [{ w: 12, panel: ringbuf }, { w: 12, panel: queues }] },
     { h: 8, panels: [{ w: 12, panel: storeLatency }, { w: 12, panel: storeRows }] },
     { h: 8, panels: [{ w: 8, panel: mapFill }, { w: 8, panel: conntrack }, { w: 8, panel: spool }] },
-    { h: 8, panels: [{ w: 12, panel: compile }] },
+    { h: 8, panels: [{ w: 8, panel: compile }, { w: 8, panel: applies }, { w: 8, panel: datastore }] },
   ],
 });

@@ -5,12 +5,16 @@
 //    callbacks; one read of each source per scrape, shared by every metric that needs it).
 //  - Timings observed where the work happens: store inserts (timeStore wraps the store the writer
 //    gets), policy compiles (timeCompile).
+//  - A node agent's own state (watchNodeAgent, policyApplied, policyApplyFailed): its datastore's
+//    health read at scrape time, the objects it refused counted as their batches pass, the outcome
+//    of every policy apply. A lab's agent never calls them, so it has none of these series.
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Datapath } from '../datapath/datapath.js';
 import { MAPS } from '../datapath/datapath.js';
-import type { SlotKind } from '../datapath/abi.js';
 import type { BpfMap } from '../datapath/libbpf.js';
+import type { Datastore, DatastoreBatch, DatastoreHealth } from '../datastore/datastore.js';
+import type { SlotKind } from '../datapath/abi.js';
 import type { EndpointRegistry } from '../flows/registry.js';
 import type { FlowStore } from '../store/store.js';
 import type { FlowRow, SideIdentity } from '../store/row.js';
@@ -19,7 +23,10 @@ import type { FailsafePort } from '../policy/failsafe.js';
 import { repoRoot } from '../paths.js';
 import { DEFAULT_MAX_LABEL_VALUES, OVERFLOW_LABEL_VALUE, type MetricName } from './catalog.js';
 import { buildRegistry, setCounterTotals, type CatalogRegistry, type Collector } from './registry.js';
-import { DEFAULT_PROTECTED_PORTS, LabelCap, parseLabelCap, parseProtectedPorts, policyLabel, protocolLabel, reasonVerdict } from './labels.js';
+import {
+  APPLY_FAILURE_REASONS, DATASTORE_KINDS, applyFailureReason, DEFAULT_PROTECTED_PORTS, LabelCap, parseLabelCap, parseProtectedPorts, policyLabel, protocolLabel,
+  reasonVerdict, rejectedKindLabel, type ApplyFailureReason,
+} from './labels.js';
 
 /** The cardinality knobs (docs/metrics.md). */
 export interface MetricsOptions {
@@ -107,6 +114,11 @@ export class AgentMetrics {
   private readonly caps = new Map<string, LabelCap>();
   private readonly stats: PerScrape<AgentStats | undefined>;
   private readonly datapath: PerScrape<DatapathSnapshot | undefined>;
+  /** the node agent's datastore health (watchNodeAgent); undefined in a lab's agent */
+  private readonly health: PerScrape<DatastoreHealth | undefined>;
+  private readHealth?: () => DatastoreHealth;
+  /** errors thrown by a compile timeCompile ran, so a failed apply can name its reason */
+  private readonly compileErrors = new WeakSet<object>();
 
   constructor(private readonly sources: MetricsSources, opts: MetricsOptions = {}) {
     this.podLabels = opts.podLabels ?? false;
@@ -117,6 +129,7 @@ export class AgentMetrics {
     // last values (and weir_agent_ready says 0).
     this.stats = new PerScrape(() => { try { return sources.stats(); } catch { return undefined; } });
     this.datapath = new PerScrape(() => { try { return this.readDatapath(); } catch { return undefined; } });
+    this.health = new PerScrape(() => { try { return this.readHealth?.(); } catch { return undefined; } });
     this.metrics = buildRegistry({ podLabels: this.podLabels, collectors: this.collectors() });
     const version = agentVersion();
     this.metrics.gauge('weir_build_info').set({ version, node_version: process.version }, 1);
@@ -217,10 +230,44 @@ export class AgentMetrics {
       return compile();
     } catch (err) {
       this.metrics.counter('weir_policy_compile_errors_total').inc();
+      if (typeof err === 'object' && err !== null) this.compileErrors.add(err);
       throw err;
     } finally {
       end();
     }
+  }
+
+  /** A node agent's hook: its datastore's health is read at every scrape, and the objects it
+   * refuses are counted by kind as their batches pass. Call before the datastore starts (the
+   * first batch holds the objects refused at sync). Returns the unsubscribe. */
+  watchNodeAgent(datastore: Pick<Datastore, 'health' | 'on' | 'off'>): () => void {
+    this.readHealth = () => datastore.health();
+    // Every kind and every failure reason exists at 0 from the start, so the first rejection or
+    // failure is an increase Prometheus sees, not the birth of a series it cannot rate.
+    const rejected = this.metrics.counter('weir_datastore_objects_rejected_total');
+    for (const kind of [...DATASTORE_KINDS, OVERFLOW_LABEL_VALUE]) rejected.inc({ kind }, 0);
+    const failures = this.metrics.counter('weir_policy_apply_failures_total');
+    for (const reason of APPLY_FAILURE_REASONS) failures.inc({ reason }, 0);
+    const onChange = (batch: DatastoreBatch) => {
+      for (const r of batch.rejected) rejected.inc({ kind: rejectedKindLabel(r.kind) });
+    };
+    datastore.on('change', onChange);
+    return () => datastore.off('change', onChange);
+  }
+
+  /** A node agent applied policy (compiled and written to the maps). */
+  policyApplied(now: Date = new Date()): void {
+    this.metrics.counter('weir_policy_applies_total').inc();
+    this.metrics.gauge('weir_policy_last_apply_failed').set(0);
+    this.metrics.gauge('weir_policy_last_apply_success_timestamp_seconds').set(now.getTime() / 1000);
+  }
+
+  /** A node agent's policy apply failed (the last applied policy stays in force). */
+  policyApplyFailed(err: unknown): ApplyFailureReason {
+    const reason = applyFailureReason(err, (e) => this.compileErrors.has(e));
+    this.metrics.counter('weir_policy_apply_failures_total').inc({ reason });
+    this.metrics.gauge('weir_policy_last_apply_failed').set(1);
+    return reason;
   }
 
   private readDatapath(): DatapathSnapshot {
@@ -241,6 +288,10 @@ export class AgentMetrics {
   private collectors(): Partial<Record<MetricName, Collector>> {
     const stats = () => this.stats.get();
     const dp = () => this.datapath.get();
+    const sources = (read: (s: DatastoreHealth['sources'][string]) => number) => () => {
+      const h = this.health.get();
+      return h && Object.entries(h.sources).map(([source, s]) => [{ source }, read(s)] as const);
+    };
     const counter = (read: () => Iterable<readonly [Record<string, string>, number]> | undefined): Collector => (metric) => {
       const totals = read();
       if (totals) setCounterTotals(metric as Parameters<typeof setCounterTotals>[0], totals);
@@ -273,6 +324,7 @@ export class AgentMetrics {
       weir_conntrack_entries_created_total: counter(kernel('CT_CREATED')),
       weir_conntrack_entries_expired_total: counter(kernel('CT_EXPIRED')),
       weir_conntrack_create_failures_total: counter(kernel('CT_CREATE_FAILED')),
+      weir_conntrack_midstream_misses_total: counter(kernel('CT_MISS_MIDSTREAM')),
       weir_bpf_map_entries: gauge(() => { const m = dp()?.maps; return m && [...m].map(([map, v]) => [{ map }, v.entries] as const); }),
       weir_bpf_map_capacity: gauge(() => { const m = dp()?.maps; return m && [...m].map(([map, v]) => [{ map }, v.capacity] as const); }),
       weir_endpoints: gauge(() => {
@@ -304,6 +356,10 @@ export class AgentMetrics {
       weir_spool_bytes: gauge(() => one(stats()?.writer.spoolBytes)),
       weir_spool_files: gauge(() => one(stats()?.writer.spoolFiles)),
       weir_registry_updates_total: counter(() => one(stats()?.registryUpdates)),
+      weir_datastore_synced: gauge(sources((s) => (s.synced ? 1 : 0))),
+      weir_datastore_connected: gauge(sources((s) => (s.connected ? 1 : 0))),
+      weir_datastore_relists_total: counter(sources((s) => s.relists)),
+      weir_datastore_reconnects_total: counter(sources((s) => s.reconnects)),
     };
   }
 }

@@ -23,6 +23,9 @@ export type MetricSource =
   | 'datapath'
   /** observed where the work happens (store inserts, policy compiles) */
   | 'observed'
+  /** a node agent (`weir agent --datastore`): its datastore's health at scrape time, its policy
+   * applies and the objects its datastore refused as they happen; a lab's agent has no series */
+  | 'node'
   | 'process';
 
 export interface MetricSpec {
@@ -88,6 +91,8 @@ export const METRICS = [
     help: 'Connection tracking entries the collector removed.' },
   { name: 'weir_conntrack_create_failures_total', type: 'counter', source: 'datapath', labels: [],
     help: 'Connection tracking entries the datapath could not create (table full).' },
+  { name: 'weir_conntrack_midstream_misses_total', type: 'counter', source: 'datapath', labels: [],
+    help: 'TCP packets without SYN that found no connection tracking entry (judged by policy as new flows): how LRU evictions of a full table show; also idle connections the collector expired.' },
   { name: 'weir_bpf_map_entries', type: 'gauge', source: 'datapath', labels: ['map'],
     help: 'Entries in a BPF map (for double-buffered policy maps: the slot in force). Fill ratio: weir_bpf_map_entries / weir_bpf_map_capacity.' },
   { name: 'weir_bpf_map_capacity', type: 'gauge', source: 'datapath', labels: ['map'],
@@ -132,8 +137,28 @@ export const METRICS = [
     help: 'Duration of one policy compile in this process (failed compiles included).' },
   { name: 'weir_policy_compile_errors_total', type: 'counter', source: 'observed', labels: [],
     help: 'Policy compiles in this process that failed.' },
+  { name: 'weir_policy_applies_total', type: 'counter', source: 'node', labels: [],
+    help: 'Policy applies (compile and write to the datapath\'s maps) that succeeded in this node agent.' },
+  { name: 'weir_policy_apply_failures_total', type: 'counter', source: 'node', labels: ['reason'],
+    help: 'Policy applies that failed, leaving the last applied policy in force, by reason: compile (the compiler refused the view), map_capacity (a policy map is too small), datapath (a BPF map update failed), other.' },
+  { name: 'weir_policy_last_apply_failed', type: 'gauge', source: 'node', labels: [],
+    help: '1 if the node agent\'s last policy apply failed (the policy applied before it stays in force), 0 if it succeeded.' },
+  { name: 'weir_policy_last_apply_success_timestamp_seconds', type: 'gauge', source: 'node', labels: [],
+    help: 'When the node agent last applied policy successfully, in seconds since the Unix epoch (0: not yet).' },
   { name: 'weir_registry_updates_total', type: 'counter', source: 'agent', labels: [],
     help: 'Changes to the endpoint registry the agent applied (pods, namespaces, host endpoints).' },
+
+  // ---- the node agent's datastore (Kubernetes API resources, or "files") --------------------------
+  { name: 'weir_datastore_synced', type: 'gauge', source: 'node', labels: ['source'],
+    help: '1 once the datastore source was listed (or scanned) in full at least once, 0 before: nothing is applied until every source synced.' },
+  { name: 'weir_datastore_connected', type: 'gauge', source: 'node', labels: ['source'],
+    help: '1 while the datastore source is connected (a watch is open, the directory is readable), 0 while it retries.' },
+  { name: 'weir_datastore_relists_total', type: 'counter', source: 'node', labels: ['source'],
+    help: 'Full re-reads of a datastore source after its first (watch expiry, 410 Gone, rescans that found changes).' },
+  { name: 'weir_datastore_reconnects_total', type: 'counter', source: 'node', labels: ['source'],
+    help: 'Connections to a datastore source after its first (dropped watches, API server restarts).' },
+  { name: 'weir_datastore_objects_rejected_total', type: 'counter', source: 'node', labels: ['kind'],
+    help: 'Objects the datastore refused (malformed, unknown version, invalid: a NetworkPolicy that fails validation), by kind ("File": a manifest file the files datastore refused whole); the last valid version of each stays in force.' },
 ] as const satisfies readonly MetricSpec[];
 
 export type MetricName = (typeof METRICS)[number]['name'];

@@ -2,6 +2,8 @@
 // cluster (namespace, policy, pod) keeps at most `max` distinct values per metric; the rest count
 // under "other", so a namespace storm cannot blow up the agent's memory or Prometheus's.
 import { DEFAULT_FAILSAFE_INBOUND, parseFailsafePorts, type FailsafePort } from '../policy/failsafe.js';
+import { MapCapacityError } from '../datapath/datapath.js';
+import { BpfError } from '../datapath/libbpf.js';
 import { NO_POLICY_LABEL_VALUE, OVERFLOW_LABEL_VALUE } from './catalog.js';
 
 /** First come, first kept: the first `max` distinct values pass, later ones become "other". */
@@ -54,4 +56,27 @@ export function parseLabelCap(value: string | number, field = '--metrics-max-lab
   const n = typeof value === 'number' ? value : Number(value);
   if (!Number.isInteger(n) || n < 1 || n > 100_000) throw new RangeError(`${field}: ${JSON.stringify(value)} must be an integer from 1 to 100000`);
   return n;
+}
+
+/** The `kind` label of weir_datastore_objects_rejected_total: the kinds the Kubernetes datastore
+ * reads (src/datastore/objects.ts), and "File": the files datastore refuses a manifest file
+ * whole (an invalid NetworkPolicy in it included). Anything else is "other", so the label stays
+ * bounded whatever the objects claim to be. */
+export const DATASTORE_KINDS = ['Namespace', 'Pod', 'ReplicaSet', 'Job', 'Node', 'NetworkPolicy', 'GlobalNetworkPolicy', 'HostEndpoint', 'File'] as const;
+
+export function rejectedKindLabel(kind: string): string {
+  return (DATASTORE_KINDS as readonly string[]).includes(kind) ? kind : OVERFLOW_LABEL_VALUE;
+}
+
+/** The `reason` label of weir_policy_apply_failures_total. */
+export const APPLY_FAILURE_REASONS = ['compile', 'map_capacity', 'datapath', 'other'] as const;
+export type ApplyFailureReason = (typeof APPLY_FAILURE_REASONS)[number];
+
+/** Why a policy apply failed: a map too small (checked before anything is written), the compiler
+ * (an error `fromCompile` recognises: thrown inside timeCompile), a BPF map update, or other. */
+export function applyFailureReason(err: unknown, fromCompile: (err: object) => boolean): ApplyFailureReason {
+  if (err instanceof MapCapacityError) return 'map_capacity';
+  if (typeof err === 'object' && err !== null && fromCompile(err)) return 'compile';
+  if (err instanceof BpfError) return 'datapath';
+  return 'other';
 }

@@ -18,7 +18,9 @@ import { Datapath } from '../../src/datapath/datapath.js';
 import { runAgent, METRICS_PATH, type Agent } from '../../src/agent/agent.js';
 import { METRICS, OVERFLOW_LABEL_VALUE, specOfSeries, type MetricSpec } from '../../src/metrics/catalog.js';
 import { buildRegistry } from '../../src/metrics/registry.js';
-import { LabelCap, parseLabelCap, parseProtectedPorts, policyLabel, reasonVerdict } from '../../src/metrics/labels.js';
+import { LabelCap, applyFailureReason, parseLabelCap, parseProtectedPorts, policyLabel, reasonVerdict, rejectedKindLabel } from '../../src/metrics/labels.js';
+import { MapCapacityError } from '../../src/datapath/datapath.js';
+import { BpfError } from '../../src/datapath/libbpf.js';
 import { parseExposition, select, sum } from './exposition.js';
 
 const LAB = `tm${process.pid % 10000}`;
@@ -102,6 +104,13 @@ test('label values: caps, policies, reasons, knobs', () => {
   assert.deepEqual(['DENY_POLICY', 'ALLOW_ESTABLISHED', 'DROP_SPOOFED', 'PASS_NDP', 'AUDIT', 'UNKNOWN'].map(reasonVerdict), ['deny', 'allow', 'drop', 'pass', 'audit', 'unknown']);
   assert.throws(() => parseLabelCap('0'), /--metrics-max-label-values: "0" must be an integer/);
   assert.throws(() => parseProtectedPorts('tcp:22,http:80'), /--metrics-protected-ports: entry 2 "http:80"/);
+  // a node agent's labels: rejected kinds stay a fixed set; apply failures by what threw
+  assert.deepEqual(['NetworkPolicy', 'File', 'Secret', ''].map(rejectedKindLabel), ['NetworkPolicy', 'File', OVERFLOW_LABEL_VALUE, OVERFLOW_LABEL_VALUE]);
+  const compileError = new Error('spec.ingress[0]: bad');
+  const fromCompile = (e: object) => e === compileError;
+  assert.deepEqual([
+    new MapCapacityError('weir_policy_v3_0', 'policy', 100, 64, 1), compileError, new BpfError('BpfMap.update', 7, 'E2BIG'), new Error('saving ids.json'), 'a string',
+  ].map((e) => applyFailureReason(e, fromCompile)), ['map_capacity', 'compile', 'datapath', 'other', 'other']);
 });
 
 test('a live agent\'s /metrics: every series in the catalog and every catalog metric in it, values from the datapath', { timeout: 180_000 }, async () => {

@@ -42,7 +42,8 @@ test('alerts/weir.rules.yaml: shape, metrics in the catalog, runbooks', () => {
   const rules = loadRules();
   const alerts = alertRules(rules);
   assert.deepEqual(alerts.map((a) => a.alert).sort(), [
-    'WeirAgentNotReady', 'WeirAuditWouldDeny', 'WeirDeniedFlowsHigh', 'WeirEventsLost', 'WeirHostProtectedPortDenied', 'WeirStoreBacklog', 'WeirStoreDown',
+    'WeirAgentNotReady', 'WeirAuditWouldDeny', 'WeirConntrackEvictions', 'WeirConntrackNearlyFull', 'WeirDatastoreDisconnected', 'WeirDatastoreNotSynced',
+    'WeirDeniedFlowsHigh', 'WeirEventsLost', 'WeirHostProtectedPortDenied', 'WeirPolicyApplyFailing', 'WeirPolicyObjectsRejected', 'WeirStoreBacklog', 'WeirStoreDown',
   ]);
   const doc = readFileSync(ALERTS_DOC, 'utf8');
   for (const a of alerts) {
@@ -77,7 +78,7 @@ test('the test knob: a copy with another for: and threshold', () => {
 test('promtool check rules accepts the rule file, and refuses a broken one', () => {
   const ok = promtool(['check', 'rules', RULES_FILE]);
   assert.equal(ok.status, 0, ok.output);
-  assert.match(ok.output, /SUCCESS: 7 rules found/);
+  assert.match(ok.output, /SUCCESS: 13 rules found/);
   const dir = mkdtempSync(path.join(os.tmpdir(), 'weir-rules-'));
   try {
     const broken = path.join(dir, 'broken.yaml');
