@@ -8,6 +8,7 @@ import {
   BpfMap, BpfObject, BpfProgram, ensureBpffs, tcAttach, tcDetach, type TcTarget,
 } from './libbpf.js';
 import * as abi from './abi.js';
+import { PinUpgrade, upgradeLines, type PreviousProgram, type UpgradeSummary } from './pins.js';
 import type { CompiledDatapath } from '../policy/compile.js';
 import { bpfObjectPath } from '../paths.js';
 
@@ -215,12 +216,16 @@ export class Datapath {
     private readonly programs: ReadonlyMap<string, BpfProgram>,
     private readonly maps: ReadonlyMap<string, BpfMap>,
     private readonly object?: BpfObject,
+    /** older pins an earlier agent left (install only; src/datapath/pins.ts) */
+    private readonly upgrade?: PinUpgrade,
   ) {}
 
   /** Loads bpf/build/weir.o, pins its maps and programs under pinRoot. Maps already pinned there
    * (same name and layout) are reused, so re-installing keeps conntrack and policy. */
   static async install(pinRoot: string, opts: { maxEntries?: Record<string, number> } = {}): Promise<Datapath> {
     ensureBpffs(pinRoot);
+    // before the load: which pins an earlier agent left (reused, older layouts, unknown)
+    const upgrade = PinUpgrade.scan(pinRoot);
     const obj = BpfObject.open(bpfObjectPath('weir'), { pinRoot, ...(opts.maxEntries ? { maxEntries: opts.maxEntries } : {}) });
     try {
       await obj.load();
@@ -238,7 +243,38 @@ export class Datapath {
       programs.set(name, prog);
     }
     for (const name of Object.values(MAPS)) maps.set(name, obj.map(name));
-    return new Datapath(pinRoot, programs, maps, obj);
+    try {
+      // conntrack of a convertible older layout, copied before any new program runs
+      upgrade.migrate((name) => obj.map(name));
+    } catch (err) {
+      obj.close();
+      throw err;
+    }
+    return new Datapath(pinRoot, programs, maps, obj, upgrade);
+  }
+
+  /** What install() found under the pin root and did or will do with it; undefined for open(). */
+  upgradeSummary(): UpgradeSummary | undefined {
+    return this.upgrade?.summary();
+  }
+
+  /** Programs the previous agent had pinned here (install only): the reconciler replaces them
+   * where they sit at Weir's tc priority/handle instead of refusing them as someone else's. */
+  previousPrograms(): readonly PreviousProgram[] {
+    return this.upgrade?.previousPrograms ?? [];
+  }
+
+  /** Call once the new programs are attached and the first policy is applied: migrates the
+   * conntrack entries the old programs made meanwhile, drains the old event ring (counted) and
+   * removes the older pins. Until then the old programs keep enforcing with the old maps.
+   * Idempotent; undefined for open(). `log` gets one line per older or unknown pin, once. */
+  finishUpgrade(log?: (line: string) => void): UpgradeSummary | undefined {
+    this.check();
+    if (!this.upgrade) return undefined;
+    const first = !this.upgrade.summary().finished;
+    const s = this.upgrade.finish((name) => this.map(name as MapName));
+    if (first && log) for (const line of upgradeLines(s)) log(`pins: ${line}`);
+    return s;
   }
 
   static isInstalled(pinRoot: string): boolean {

@@ -38,7 +38,7 @@ import type { MetricsOptions } from '../metrics/agent-metrics.js';
 import { failsafesFrom, type FailsafeSettings } from '../policy/failsafe.js';
 import type { IdAllocator } from '../policy/ids.js';
 import { loadIds, saveIds } from './ids-file.js';
-import { compileNode, hostEndpointsInForce, localPods, type NodePolicySettings } from './compile.js';
+import { compileNode, hostEndpointsInForce, localPods, releaseIds, type NodePolicySettings } from './compile.js';
 import { NodeAttachments } from './attachments.js';
 import { allHostInterfaces, nodeAddresses, parseInterfacePatterns, readNodeLinks, wantedHostInterfaces, type NodeLink } from './host-interfaces.js';
 
@@ -173,6 +173,8 @@ export class NodeAgent {
       ...(o.metrics ? { metrics: o.metrics } : {}),
       onClose: () => dp.close(), // the handle only: programs and pins stay
     });
+    // metrics hook (src/metrics): datastore health at scrape time, refused objects by kind
+    this.agent.metrics.watchNodeAgent(this.datastore);
     let url: string;
     try {
       url = (await this.agent.start())!;
@@ -256,6 +258,7 @@ export class NodeAgent {
     this.log(`datastore synced: ${this.view.state.pods.size} pods, ${this.view.state.policies.size} network policies, ${this.view.state.globalPolicies.size} global policies`);
     try {
       await this.readLinks();
+      await this.applyBeforeAttach();
       this.attachments.setPods(localPods(this.view.state, this.opts.node));
       await this.attachments.start(this.hostInterfaceNames());
     } catch (err) {
@@ -332,14 +335,39 @@ export class NodeAgent {
     }
   }
 
+  /**
+   * The first policy goes into the maps before anything is attached, for the interfaces that are
+   * there (found, not attached). After an upgrade that changed map layouts (datapath/pins.ts), the
+   * new programs attached first would judge from empty new maps for a moment: a new flow into a
+   * pod allowed as unpoliced, one out of a pod dropped as spoofed. On a plain restart this writes
+   * what the maps already hold; the reconciler's attach then recompiles as usual.
+   */
+  private async applyBeforeAttach(): Promise<void> {
+    const found = (await this.discovery.discover(localPods(this.view.state, this.opts.node))).found;
+    const byName = new Map(this.links.map((l) => [l.ifname, l.ifindex]));
+    const hosts = new Map<string, number>();
+    for (const name of this.hostInterfaceNames()) {
+      const ifindex = byName.get(name);
+      if (ifindex !== undefined) hosts.set(name, ifindex);
+    }
+    const compiled = this.agent.metrics.timeCompile(() => compileNode(this.view.state, found, hosts, this.nodeIps, this.ids, this.settings));
+    this.datapath.apply(compiled);
+  }
+
   /** Compiles the last good view with the interfaces attached now and programs the maps. A
    * failure leaves the maps as they were (the last good policy stays enforced). */
   private applyPolicy(why: string): void {
     if (!this.booted || this.stopping) return;
     try {
-      const compiled = compileNode(this.view.state, this.attachments.placements(), this.attachments.hostPlacements(), this.nodeIps, this.ids, this.settings);
+      const compiled = this.agent.metrics.timeCompile(() => compileNode(this.view.state, this.attachments.placements(), this.attachments.hostPlacements(), this.nodeIps, this.ids, this.settings));
       const s = this.datapath.apply(compiled);
+      // ids of pods and label sets gone for the grace period are forgotten (bounded ids.json)
+      const released = releaseIds(this.ids, Date.now());
+      if (released.identities + released.endpoints > 0) this.log(`released ${released.endpoints} endpoint ids and ${released.identities} identities unused for the grace period`);
+      this.agent.metrics.policyApplied();
       this.applies++;
+      // the first policy is in force in the new maps: pins an older agent left can go (datapath/pins.ts)
+      if (this.applies === 1) try { this.datapath.finishUpgrade(this.log); } catch (e) { this.log(`pins: upgrade not finished: ${(e as Error).message}`); }
       this.lastApplyError = undefined;
       const wrote = s.endpointsWritten + s.endpointsDeleted + s.policyWritten + s.policyDeleted;
       if (wrote > 0 || this.applies === 1) {
@@ -351,6 +379,7 @@ export class NodeAgent {
         this.savedIds = ids;
       }
     } catch (err) {
+      this.agent.metrics.policyApplyFailed(err);
       this.lastApplyError = (err as Error).message;
       this.log(`applying policy (${why}) failed: ${(err as Error).message}; the last applied policy stays enforced`);
     }

@@ -297,8 +297,8 @@ function blockMatchesIp(block: IpBlock, ip: string): boolean {
 /** The destinations an egress rule with ipBlock peers and named ports allows through those
  * ports: every address of a placed pod that one of the rule's blocks matches, with each port
  * number the pod gives one of the rule's names (name and protocol), as the reference resolves a
- * named port against the destination pod. Empty for a rule without either. */
-function blockNamedPortTargets(rule: PolicyRule, placed: readonly PlacedPod[]): { ip: string; proto: number; port: number }[] {
+ * named port against the destination pod (placed or remote). Empty for a rule without either. */
+function blockNamedPortTargets(rule: PolicyRule, placed: readonly Pick<PlacedPod, 'pod' | 'ips'>[]): { ip: string; proto: number; port: number }[] {
   const blocks = (rule.peers ?? []).flatMap((p) => (p.ipBlock ? [p.ipBlock] : []));
   const named = (rule.ports ?? []).filter((p) => typeof p.port === 'string');
   if (blocks.length === 0 || named.length === 0) return [];
@@ -348,21 +348,35 @@ export interface CompileOptions {
   readonly hostIps?: readonly string[];
   /** Host protection: this node's host endpoints, the global policies and failsafes. */
   readonly host?: HostCompileOptions;
+  /**
+   * Pods with addresses whose traffic never passes a hook of this node as their own (pods of
+   * other nodes; see src/node/compile.ts for this node's pods not attached yet). They are peers
+   * only: their identities are computed, so selectors select them and named ports resolve
+   * against them, and each address gets an endpoint entry with that identity, no LOCAL flag and
+   * ifindex 0; no policy key, global tier list or endpoint flag has them as its subject (their
+   * own node polices them). A pod also in `placed` is placed.
+   */
+  readonly remotePods?: readonly Pod[];
 }
 
 /** The endpoint-map key of the node's own addresses. */
 export const HOST_ENDPOINT_KEY = '(host)';
 
 export function compilePolicy(cluster: ClusterSnapshot, placed: readonly PlacedPod[], ids: IdAllocator, opts: CompileOptions = {}): CompiledDatapath {
-  // 1. identities of the pods that exist
+  // 1. identities of the pods that exist: placed pods (subjects and peers) and remote pods
+  // (peers only: `subjectIds` holds the identities some placed pod has)
   const identities = new Map<number, Identity>();
   const podIdentity = new Map<string, number>();
-  for (const { pod } of placed) {
+  const subjectIds = new Set<number>();
+  const placedKeys = new Set(placed.map(({ pod }) => `${pod.namespace}/${pod.name}`));
+  const remote = (opts.remotePods ?? []).filter((pod) => pod.ips.length > 0 && !placedKeys.has(`${pod.namespace}/${pod.name}`));
+  for (const pod of [...placed.map((p) => p.pod), ...remote]) {
     const nsLabels = cluster.namespaces.get(pod.namespace)?.labels ?? {};
     const id = ids.identity(labelSetKey(pod.namespace, nsLabels, pod.labels, pod.ports));
     identities.set(id, { id, namespace: pod.namespace, namespaceLabels: nsLabels, podLabels: pod.labels, ports: pod.ports });
     podIdentity.set(`${pod.namespace}/${pod.name}`, id);
   }
+  for (const { pod } of placed) subjectIds.add(podIdentity.get(`${pod.namespace}/${pod.name}`)!);
   const allIdentities = [...identities.values()];
   const byNamespace = new IdentityIndex(allIdentities);
 
@@ -376,7 +390,7 @@ export function compilePolicy(cluster: ClusterSnapshot, placed: readonly PlacedP
   for (const pol of policies) {
     if (!pol.policyTypes.includes('Egress')) continue;
     for (const rule of pol.egress) {
-      const targets = blockNamedPortTargets(rule, placed);
+      const targets = blockNamedPortTargets(rule, [...placed, ...remote.map((pod) => ({ pod, ips: pod.ips }))]);
       if (targets.length > 0) blockNamed.set(rule, targets);
     }
   }
@@ -391,7 +405,8 @@ export function compilePolicy(cluster: ClusterSnapshot, placed: readonly PlacedP
     if (!g) groups.set(gk, (g = { identity, direction, peer, raw: [] }));
     g.raw.push(r);
   };
-  const selects = (pol: NetworkPolicy) => byNamespace.inNamespace(pol.namespace).filter((s) => matchesSelector(pol.podSelector, s.podLabels));
+  // subjects: identities of placed pods only (a remote pod's own node enforces its policies)
+  const selects = (pol: NetworkPolicy) => byNamespace.inNamespace(pol.namespace).filter((s) => subjectIds.has(s.id) && matchesSelector(pol.podSelector, s.podLabels));
   // Audit mode: an audit-mode policy must never change what is enforced. Where an enforcing
   // policy isolates a pod in a direction, audit-mode policies add nothing there (their allows
   // would open what enforcement closes); where only audit-mode policies isolate it, they are
@@ -506,8 +521,10 @@ export function compilePolicy(cluster: ClusterSnapshot, placed: readonly PlacedP
   }
 
   // 6. The global tier (host protection): lists, rules and sets; flags of pod identities.
+  // Remote identities are selectable (set members) but no subject: their tier lists are dropped.
   const global: CompiledGlobal | undefined = opts.host
-    ? compileGlobal(opts.host, allIdentities, ids, (nets) => nets.flatMap((cidr) => covers({ cidr, except: [] })), portBlocks)
+    ? peersOnly(compileGlobal(opts.host, allIdentities, ids, (nets) => nets.flatMap((cidr) => covers({ cidr, except: [] })), portBlocks),
+      allIdentities.filter((i) => !subjectIds.has(i.id)).map((i) => i.id))
     : undefined;
 
   // 7. endpoints: every address of every placed pod
@@ -532,6 +549,21 @@ export function compilePolicy(cluster: ClusterSnapshot, placed: readonly PlacedP
     endpoints.set(ip, global ? { ...entry, selIdentity: global.hostAddresses.get(canonicalIp(ip))?.selIdentity ?? 0 } : entry);
     held.add(canonicalIp(ip));
   }
+  // 8b. remote pods' addresses: peers with their identity. No LOCAL flag: the datapath never
+  // polices them as the endpoint (no ingress at TO_POD for them, and a local pod sending from
+  // their address is spoofed); ifindex 0 and no policy or audit flags (flags are read from the
+  // policed endpoint only). Global selectors see them as the pod they are (selIdentity).
+  for (const pod of remote) {
+    const key = `${pod.namespace}/${pod.name}`;
+    const identity = podIdentity.get(key)!;
+    const entry: EndpointEntry = { key, id: ids.endpoint(key), identity, ifindex: 0, flags: 0, selIdentity: identity };
+    for (const ip of pod.ips) {
+      // the node's own addresses stay HOST (a pod never holds them: hostNetwork pods hold none)
+      if (held.has(canonicalIp(ip))) continue;
+      endpoints.set(ip, entry);
+      held.add(canonicalIp(ip));
+    }
+  }
   // 9. other host endpoints' addresses: outside the node (WORLD), selectable by their labels
   for (const [ip, a] of global?.hostAddresses ?? []) {
     if (held.has(ip)) continue;
@@ -548,4 +580,13 @@ export function compilePolicy(cluster: ClusterSnapshot, placed: readonly PlacedP
     globalSets: global?.globalSets ?? new Map(),
     globalPorts: global?.globalPorts ?? new Map(),
   };
+}
+
+/** The global tier without the lists whose subject is one of `identities` (remote pods: peers only). */
+function peersOnly(g: CompiledGlobal, identities: readonly number[]): CompiledGlobal {
+  if (identities.length === 0) return g;
+  const drop = new Set(identities);
+  for (const [k, e] of g.globalTiers) if (drop.has(e.identity)) g.globalTiers.delete(k);
+  for (const id of drop) g.podFlags.delete(id);
+  return g;
 }

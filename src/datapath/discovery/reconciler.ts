@@ -94,7 +94,8 @@ export interface ReconcilerOptions {
 
 interface Target { kind: 'pod' | 'host'; key: string; ifindex: number; ifname: string; via?: Evidence }
 interface Held { kind: 'pod' | 'host'; key: string; ifindex: number; ifname: string; via?: Evidence; createdQdisc: boolean; adopted: boolean }
-type Ownership = 'ours' | 'foreign' | 'none';
+/** 'previous': an older Weir's program (pinned under our pin root before this install), replaced */
+type Ownership = 'ours' | 'previous' | 'foreign' | 'none';
 
 const DIRECTIONS: readonly TcDirection[] = ['ingress', 'egress'];
 const OUR_PROGRAMS = {
@@ -381,7 +382,12 @@ export class PodInterfaceReconciler {
     const mine = this.ours[kind][direction];
     const isOurs = (f: TcFilter): boolean =>
       f.prog !== undefined && (f.prog.id === mine.id || (mine.tag !== undefined && f.prog.tag === mine.tag && f.prog.name === mine.name));
-    return at.every(isOurs) ? 'ours' : 'foreign';
+    if (at.every(isOurs)) return 'ours';
+    // an older agent's program (pins.ts: read before install re-pinned the names): ours to replace
+    const previous = this.datapath.previousPrograms();
+    const isPrevious = (f: TcFilter): boolean =>
+      f.prog !== undefined && previous.some((p) => p.id === f.prog!.id || (p.tag !== undefined && p.tag === f.prog!.tag && p.name === f.prog!.name));
+    return at.every((f) => isOurs(f) || isPrevious(f)) ? 'previous' : 'foreign';
   }
 
   /** Removes our filters from rec's interface (if it still exists) and the qdisc we made, if empty. */
