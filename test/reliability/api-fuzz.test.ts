@@ -25,7 +25,7 @@ import { corpus, tempStore, type TempStore } from '../api/fixtures.js';
 import { installRig, requireRoot, type Rig } from './rig.js';
 
 const SEED = Number(process.env.WEIR_FUZZ_SEED ?? 0x5eed_0008);
-const RANDOM_PER_PARAMETER = Number(process.env.WEIR_FUZZ_RANDOM ?? 8);
+const RANDOM_PER_PARAMETER = Number(process.env.WEIR_FUZZ_RANDOM ?? 3); // docs/reliability.md's figure: 8
 const TOKEN = 'rel-fuzz-token-7f3a9c';
 const SEEDED = corpus().length;
 

@@ -29,7 +29,7 @@ import { labDir, labPinRoot } from '../../src/lab/state.js';
 import { repoRoot } from '../../src/paths.js';
 
 const SEED = Number(process.env.WEIR_FUZZ_SEED ?? 8007);
-const ROUNDS = Number(process.env.WEIR_LOCKOUT_ROUNDS ?? 300);
+const ROUNDS = Number(process.env.WEIR_LOCKOUT_ROUNDS ?? 150); // docs/reliability.md's figure: 300
 const OK = 0;
 const SHOT = 2;
 const PROTO: Record<FailsafePort['protocol'], number> = { TCP: abi.Proto.TCP, UDP: abi.Proto.UDP, SCTP: abi.Proto.SCTP };
