@@ -41,6 +41,10 @@ export interface SourceHealth {
   readonly reconnects: number;
   /** objects refused so far (malformed, unknown version, invalid) */
   readonly rejected: number;
+  /** periodic re-reads compared with the view; the differences they repaired (missed events); failed ones */
+  readonly resyncs?: number;
+  readonly resyncRepairs?: number;
+  readonly resyncFailures?: number;
 }
 
 export interface DatastoreHealth {

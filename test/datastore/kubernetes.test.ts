@@ -90,7 +90,11 @@ const certDir = mkdtempSync(path.join(tmpdir(), 'weir-k8s-cert-'));
 const TLS = selfSignedCert(certDir);
 test.after(() => rmSync(certDir, { recursive: true, force: true }));
 
-async function setup(t: TestContext, opts: { before?: (api: KubeApiServerStandIn) => void; start?: boolean; nodeName?: string } = {}): Promise<Setup> {
+async function setup(t: TestContext, opts: {
+  before?: (api: KubeApiServerStandIn) => void; start?: boolean; nodeName?: string;
+  /** default 0 (none): recordingTimers would run a resync every 50 ms in tests about other things */
+  resyncMs?: number; timers?: (delays: number[]) => Timers;
+} = {}): Promise<Setup> {
   const dir = mkdtempSync(path.join(tmpdir(), 'weir-k8s-ds-'));
   const api = new KubeApiServerStandIn({ token: TOKEN, tls: TLS });
   seed(api);
@@ -103,7 +107,8 @@ async function setup(t: TestContext, opts: { before?: (api: KubeApiServerStandIn
   const logs: string[] = [];
   const delays: number[] = [];
   const ds = new KubernetesDatastore({
-    kubeConfig, log: (level, m) => logs.push(`${level}: ${m}`), timers: recordingTimers(delays), initialBackoffMs: 20, maxBackoffMs: 320,
+    kubeConfig, log: (level, m) => logs.push(`${level}: ${m}`), timers: (opts.timers ?? recordingTimers)(delays), initialBackoffMs: 20, maxBackoffMs: 320,
+    resyncMs: opts.resyncMs ?? 0,
   });
   const batches: DatastoreBatch[] = [];
   ds.on('change', (b) => batches.push(b));
@@ -361,6 +366,96 @@ test('dropped connections: clean close and reset both resume the watch, no updat
   const h = s.ds.health().sources[NP]!;
   assert.ok(h.reconnects >= 2, JSON.stringify(h));
   assert.equal(h.relists, 0);
+});
+
+test('periodic resync: events the watch lost are repaired at the next resync, in one batch; a resync that finds nothing delivers nothing; a failed one is retried', async (t) => {
+  // The resync timers are held until the test fires them (one per resource), so "before the next
+  // resync" is a fact, not a race; backoff timers run as in the other tests.
+  const RESYNC_MS = 1_234;
+  const held = new Set<{ fn: () => void }>();
+  const s = await setup(t, {
+    resyncMs: RESYNC_MS,
+    timers: (delays) => {
+      const base = recordingTimers(delays);
+      return {
+        setTimeout: (fn, ms) => {
+          if (ms !== RESYNC_MS) return base.setTimeout(fn, ms);
+          const h = { fn };
+          held.add(h);
+          return h;
+        },
+        clearTimeout: (h) => (held.has(h as { fn: () => void }) ? held.delete(h as { fn: () => void }) : base.clearTimeout(h)),
+      };
+    },
+  });
+  const N = WATCHED_RESOURCES.length;
+  const fire = (): void => {
+    const due = [...held];
+    held.clear();
+    for (const h of due) h.fn();
+  };
+  const sources = () => s.ds.health().sources;
+  const all = (f: (h: ReturnType<typeof sources>[string]) => boolean) => Object.values(sources()).every(f);
+  assert.equal(held.size, N, 'one resync scheduled per resource');
+  assert.ok(all((h) => h.resyncs === 0 && h.resyncRepairs === 0));
+
+  // three pod changes the watch never sees: an add, a change Weir reads, a delete
+  s.api.apply('pods', pod('web', 'frontend-2', 'frontend', '10.244.1.20'), { silent: true });
+  const frontend = s.api.get('pods', 'web', 'frontend')!;
+  s.api.apply('pods', { ...frontend, metadata: { ...frontend.metadata, labels: { app: 'frontend', tier: 'web' } } }, { silent: true });
+  s.api.delete('pods', 'default', 'exporter-b', { silent: true });
+  // the watch is alive (a later pod arrives), yet the view is wrong
+  s.api.apply('pods', pod('web', 'late', 'late', '10.244.1.40'));
+  await waitFor(() => s.view.state.pods.has('web/late'), 'a visible pod after the lost events');
+  await new Promise((r) => setTimeout(r, 200));
+  assert.equal(s.view.state.pods.has('web/frontend-2'), false, 'the lost add is not in the view before the resync');
+  assert.equal(s.view.state.pods.get('web/frontend')!.labels.tier, undefined);
+  assert.equal(s.view.state.pods.has('default/exporter-b'), true);
+  assert.equal(s.compiled().endpoints.has('10.244.1.20'), false);
+
+  const before = s.batches.length;
+  fire();
+  await waitFor(() => all((h) => h.resyncs === 1), 'the first resync of every resource');
+  await waitFor(() => s.view.state.pods.has('web/frontend-2'), 'the repaired view');
+  await new Promise((r) => setTimeout(r, 100));
+  assert.equal(s.view.state.pods.get('web/frontend')!.labels.tier, 'web');
+  assert.equal(s.view.state.pods.has('default/exporter-b'), false);
+  assert.deepEqual(allowedPorts(s.compiled(), '10.244.1.20', ORDERS_IP), [8080], 'the repair reaches the compiler');
+  const repairs = s.batches.slice(before);
+  assert.equal(repairs.length, 1, `one batch: ${JSON.stringify(repairs)}`);
+  assert.equal(repairs[0]!.initial, false);
+  assert.deepEqual(repairs[0]!.upserts.map((o) => `${(o as { namespace?: string }).namespace}/${o.name}`).sort(), ['web/frontend', 'web/frontend-2']);
+  assert.deepEqual(repairs[0]!.deletes.map((o) => `${(o as { namespace?: string }).namespace}/${o.name}`), ['default/exporter-b']);
+  assert.equal(sources().pods!.resyncRepairs, 3);
+  assert.ok(Object.entries(sources()).every(([n, h]) => n === 'pods' || h.resyncRepairs === 0), JSON.stringify(sources()));
+  assert.ok(s.logs.some((l) => l === 'warn: pods: resync repaired 3 object(s) the watch missed (2 added or changed, 1 deleted)'), s.logs.join('\n'));
+
+  // the next resync finds the list equal to the view: nothing delivered, nothing logged
+  await waitFor(() => held.size === N, 'the next resyncs scheduled');
+  const quiet = s.batches.length;
+  const logsBefore = s.logs.length;
+  fire();
+  await waitFor(() => all((h) => h.resyncs === 2), 'the second resync of every resource');
+  await new Promise((r) => setTimeout(r, 200));
+  assert.equal(s.batches.length, quiet, 'no batch from a resync with nothing to repair');
+  assert.equal(sources().pods!.resyncRepairs, 3);
+  assert.deepEqual(s.logs.slice(logsBefore).filter((l) => l.includes('resync')), []);
+
+  // a resync whose list fails is logged and counted, and the next period tries again
+  await waitFor(() => held.size === N, 'the third resyncs scheduled');
+  s.api.forbid('list', 'pods');
+  s.api.delete('pods', 'web', 'late', { silent: true });
+  fire();
+  await waitFor(() => sources().pods!.resyncFailures === 1, 'the failed resync');
+  assert.equal(sources().pods!.resyncs, 2);
+  assert.ok(s.logs.some((l) => /^warn: cannot list pods.*forbidden.*; resync pods again in 1234 ms$/.test(l)), s.logs.join('\n'));
+  assert.equal(s.view.state.pods.has('web/late'), true);
+  await waitFor(() => held.size === N, 'the resyncs scheduled after the failure');
+  s.api.allow('list', 'pods');
+  fire();
+  await waitFor(() => !s.view.state.pods.has('web/late'), 'the repair after the failure');
+  assert.equal(sources().pods!.resyncRepairs, 4);
+  assert.equal(s.view.status().ready, true);
 });
 
 test('malformed and unknown-version objects are skipped with a log line, an Event and a counter; the last valid version stays', async (t) => {

@@ -16,6 +16,9 @@
 //   message for a verb and resource a test forbids, POST /api/v1/namespaces/<ns>/events recorded.
 // - Failures on demand: dropping open watches (cleanly or by resetting the socket), compacting the
 //   history, and restart (stop and start on the same port), keeping or losing the watch history.
+// - Lost events on demand: apply/delete with { silent: true } change the store (and the
+//   resourceVersion) without a watch event or history entry, as a watch that dropped a line would
+//   look to its client: only a new list shows the change.
 // What it does not do: admission, validation, defaulting, field/label selectors, namespaced
 // paths, pagination, protobuf. It stores whatever a test gives it, malformed objects included.
 import { execFileSync } from 'node:child_process';
@@ -182,8 +185,8 @@ export class KubeApiServerStandIn {
   }
 
   /** Creates or replaces an object as given (no validation), stamping uid, resourceVersion and
-   * creationTimestamp as the API server does; returns the stored object. */
-  apply(resource: string, object: Obj): Obj {
+   * creationTimestamp as the API server does; returns the stored object. silent: no watch event. */
+  apply(resource: string, object: Obj, opts: { silent?: boolean } = {}): Obj {
     const r = this.resource(resource);
     const o = clone(object);
     const key = this.keyOf(r, o);
@@ -195,12 +198,13 @@ export class KubeApiServerStandIn {
       o.metadata.creationTimestamp = had?.metadata?.creationTimestamp ?? new Date().toISOString();
     }
     this.store.get(resource)!.set(key, o);
-    this.emit(resource, had ? 'MODIFIED' : 'ADDED', o);
+    if (!opts.silent) this.emit(resource, had ? 'MODIFIED' : 'ADDED', o);
     return clone(o);
   }
 
-  /** Deletes an object; the DELETED event carries its last state at a new resourceVersion. */
-  delete(resource: string, namespace: string | undefined, name: string): void {
+  /** Deletes an object; the DELETED event carries its last state at a new resourceVersion.
+   * silent: no watch event. */
+  delete(resource: string, namespace: string | undefined, name: string, opts: { silent?: boolean } = {}): void {
     const r = this.resource(resource);
     const key = r.namespaced ? `${namespace}/${name}` : name;
     const had = this.store.get(resource)!.get(key);
@@ -209,7 +213,7 @@ export class KubeApiServerStandIn {
     this.rv++;
     const o = clone(had);
     o.metadata.resourceVersion = String(this.rv);
-    this.emit(resource, 'DELETED', o);
+    if (!opts.silent) this.emit(resource, 'DELETED', o);
   }
 
   /** Sends an event as given to the watches of `resource` (a malformed one, say), not stored. */

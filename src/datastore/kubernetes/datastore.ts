@@ -18,6 +18,10 @@
 //   and refuses malformed events before they reach the cache, so they are logged, not dropped.
 // - stop() during a list or a backoff delay could start a new watch afterwards; stopping is made
 //   final by aborting every open request and clearing our retry timer.
+// - It trusts the watch forever: an event lost on the way (a proxy dropping a line, a bug) would
+//   leave the view wrong for good. Every resyncMs each resource is listed again and compared with
+//   what was handled (by resourceVersion); differences go through the event path as one batch,
+//   as Calico's and client-go's periodic resyncs do.
 import { ListWatch, Watch, type KubeConfig, type KubernetesListObject, type KubernetesObject } from '@kubernetes/client-node';
 import type { KubeObject } from '../objects.js';
 import { describeObject } from '../objects.js';
@@ -27,7 +31,7 @@ import {
   type RejectedObject, type SourceHealth, type Timers,
 } from '../datastore.js';
 import { WATCHED_RESOURCES, type WatchedResource } from './resources.js';
-import { KubeApiError, apiError, listResource, resourceName, resourcePath } from './api.js';
+import { KubeApiError, apiError, listResource, resourceName, resourcePath, type RawList } from './api.js';
 import { convertApiObject, refOf, type ObjectRef } from './convert.js';
 import { KubeEventRecorder, type EventReason, type EventRecorder } from './events.js';
 
@@ -35,6 +39,9 @@ import { KubeEventRecorder, type EventReason, type EventRecorder } from './event
 export const INITIAL_BACKOFF_MS = 1_000;
 /** Retries never wait longer than this (the library's own cap for clean closes). */
 export const MAX_BACKOFF_MS = 30_000;
+/** How often each resource is listed again and compared with the view (client-go's and Calico's
+ * resyncs are minutes apart too): a lost watch event is repaired within this time. */
+export const DEFAULT_RESYNC_MS = 10 * 60_000;
 /** Event messages longer than this are cut (the API server refuses over 1 KiB). */
 const EVENT_MESSAGE_MAX = 1000;
 
@@ -48,6 +55,9 @@ export interface KubernetesDatastoreOptions {
   readonly timers?: Timers;
   readonly initialBackoffMs?: number;
   readonly maxBackoffMs?: number;
+  /** period of the resync (list again, repair what the watch missed); default DEFAULT_RESYNC_MS;
+   * 0: never */
+  readonly resyncMs?: number;
 }
 
 type Pending = { op: 'upsert' | 'delete'; object: KubeObject };
@@ -115,11 +125,20 @@ class ResourceWatch {
   lists = 0;
   connects = 0;
   rejected = 0;
+  resyncs = 0;
+  resyncRepairs = 0;
+  resyncFailures = 0;
   private failures = 0;
   private retry: unknown;
   private stopped = false;
+  /** key -> resourceVersion of the last object handled, valid or rejected: what a resync compares
+   * a list with (the view alone would make every rejected object look missing) */
+  private readonly seen = new Map<string, string | undefined>();
+  /** keys the watch changed while a resync's list was in flight: the list may predate them */
+  private touched: Set<string> | null = null;
+  private resyncTimer: unknown;
 
-  constructor(readonly r: WatchedResource, private readonly ds: KubernetesDatastore, kc: KubeConfig) {
+  constructor(readonly r: WatchedResource, private readonly ds: KubernetesDatastore, private readonly kc: KubeConfig) {
     this.name = resourceName(r);
     this.watch = new DatastoreWatch(kc, (type, obj) => this.guard(() => this.reject(obj, [`${type} event without metadata.name: not a Kubernetes object`])), () => {
       this.connected = true;
@@ -170,28 +189,101 @@ class ResourceWatch {
     return { metadata: { resourceVersion: list.metadata.resourceVersion }, items } as KubernetesListObject<KubernetesObject>;
   }
 
-  private upsert(raw: KubernetesObject): void {
-    this.connected = true;
-    this.failures = 0;
+  /** Returns whether anything is delivered (an upsert, or a rejection). */
+  private upsert(raw: KubernetesObject, fromWatch = true): boolean {
+    if (fromWatch) { // the watch works (a resync's list says nothing of it, nor of its backoff)
+      this.connected = true;
+      this.failures = 0;
+    }
+    const ref = refOf(raw, this.r);
+    this.handled(keyOf(ref), ref.resourceVersion);
     const c = convertApiObject(raw, this.r);
     if (!c.ok) {
       this.reject(raw, c.problems);
-      return;
+      return true;
     }
     const key = keyOf(c.ref);
     const had = this.view.get(key);
     // Most updates (pod conditions, managedFields) change nothing Weir reads: no batch for them.
-    if (had && JSON.stringify(had) === JSON.stringify(c.object)) return;
+    if (had && JSON.stringify(had) === JSON.stringify(c.object)) return false;
     this.view.set(key, c.object);
     this.ds.queue({ op: 'upsert', object: c.object });
+    return true;
   }
 
   private remove(raw: KubernetesObject): void {
-    const key = keyOf(refOf(raw, this.r));
+    this.removeKey(keyOf(refOf(raw, this.r)));
+  }
+
+  /** Returns whether a delete is delivered. */
+  private removeKey(key: string): boolean {
+    this.seen.delete(key);
+    this.touched?.add(key);
     const had = this.view.get(key);
-    if (!had) return; // never valid: nothing to take back
+    if (!had) return false; // never valid: nothing to take back
     this.view.delete(key);
     this.ds.queue({ op: 'delete', object: had });
+    return true;
+  }
+
+  private handled(key: string, resourceVersion: string | undefined): void {
+    this.seen.set(key, resourceVersion);
+    this.touched?.add(key);
+  }
+
+  private scheduleResync(): void {
+    if (this.ds.resyncMs === 0 || this.stopped) return;
+    this.resyncTimer = this.ds.timers.setTimeout(() => {
+      this.resyncTimer = undefined;
+      this.resync()
+        .catch((err: unknown) => this.ds.log('error', `${this.name}: internal error in resync: ${(err as Error).stack ?? String(err)}`))
+        .finally(() => this.scheduleResync());
+    }, this.ds.resyncMs);
+  }
+
+  /** Lists the resource again and delivers, as one batch, what differs from what the watch gave:
+   * objects missing or at another resourceVersion as upserts, objects no longer listed as deletes.
+   * A failed list is logged and counted; the next period tries again. */
+  async resync(): Promise<void> {
+    if (this.stopped || !this.synced || this.touched) return; // not listed yet, or one in flight
+    const touched = new Set<string>();
+    this.touched = touched;
+    let list: RawList;
+    try {
+      list = await listResource(this.kc, this.r);
+    } catch (err) {
+      if (this.stopped) return;
+      this.resyncFailures++;
+      const e = describeError(err, this.name);
+      this.lastError = e.message;
+      this.ds.log('warn', `${e.message}; resync ${this.name} again in ${this.ds.resyncMs} ms`);
+      this.ds.failed(this, e);
+      return;
+    } finally {
+      this.touched = null;
+    }
+    if (this.stopped) return;
+    this.resyncs++;
+    // What the watch changed during the list is newer than (or as new as) the list: left alone, the
+    // next resync compares it. Everything else was unchanged throughout, so the list must match it.
+    const listed = new Set<string>();
+    let upserts = 0;
+    let deletes = 0;
+    for (const item of list.items) {
+      if (!wellFormed(item)) continue; // no name: refused when listed or watched, nothing to compare
+      const ref = refOf(item, this.r);
+      const key = keyOf(ref);
+      listed.add(key);
+      if (touched.has(key) || (this.seen.has(key) && this.seen.get(key) === ref.resourceVersion)) continue;
+      if (this.upsert(item, false)) upserts++;
+    }
+    for (const key of [...this.seen.keys()]) {
+      if (listed.has(key) || touched.has(key)) continue;
+      if (this.removeKey(key)) deletes++;
+    }
+    if (upserts + deletes === 0) return;
+    this.resyncRepairs += upserts + deletes;
+    this.ds.log('warn', `${this.name}: resync repaired ${upserts + deletes} object(s) the watch missed (${upserts} added or changed, ${deletes} deleted)`);
   }
 
   private reject(raw: unknown, problems: readonly string[]): void {
@@ -220,12 +312,14 @@ class ResourceWatch {
   }
 
   async start(): Promise<void> {
+    this.scheduleResync(); // a resource not listed yet skips its resync
     await this.informer.start();
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.retry !== undefined) this.ds.timers.clearTimeout(this.retry);
+    if (this.resyncTimer !== undefined) this.ds.timers.clearTimeout(this.resyncTimer);
     await this.informer.stop();
     this.watch.close();
   }
@@ -234,6 +328,7 @@ class ResourceWatch {
     return {
       synced: this.synced, connected: this.connected, ...(this.lastError ? { lastError: this.lastError } : {}),
       relists: Math.max(0, this.lists - 1), reconnects: Math.max(0, this.connects - 1), rejected: this.rejected,
+      resyncs: this.resyncs, resyncRepairs: this.resyncRepairs, resyncFailures: this.resyncFailures,
     };
   }
 }
@@ -258,6 +353,7 @@ export class KubernetesDatastore implements Datastore {
   readonly log: DatastoreLog;
   readonly initialBackoffMs: number;
   readonly maxBackoffMs: number;
+  readonly resyncMs: number;
   private readonly watches: ResourceWatch[];
   private readonly emitter = new DatastoreEmitter();
   private readonly latch = new SyncLatch();
@@ -273,6 +369,10 @@ export class KubernetesDatastore implements Datastore {
     this.log = opts.log ?? defaultLog;
     this.initialBackoffMs = opts.initialBackoffMs ?? INITIAL_BACKOFF_MS;
     this.maxBackoffMs = opts.maxBackoffMs ?? MAX_BACKOFF_MS;
+    this.resyncMs = opts.resyncMs ?? DEFAULT_RESYNC_MS;
+    if (!Number.isFinite(this.resyncMs) || this.resyncMs < 0) {
+      throw new Error(`KubernetesDatastore: resyncMs must be a number of milliseconds >= 0 (0: no resync), got ${opts.resyncMs}`);
+    }
     this.events = opts.events === undefined ? new KubeEventRecorder(opts.kubeConfig, { log: this.log }) : opts.events;
     this.watches = (opts.resources ?? WATCHED_RESOURCES).map((r) => new ResourceWatch(r, this, opts.kubeConfig));
   }
