@@ -5,6 +5,7 @@
 import { existsSync, readFileSync, renameSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { labDir } from '../lab/state.js';
+import { processAlive } from '../process.js';
 
 export interface AgentInfo {
   readonly version: 1;
@@ -21,15 +22,6 @@ export interface AgentInfo {
 
 export function agentInfoFile(lab: string): string {
   return path.join(labDir(lab), 'agent.json');
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 /** The running agent of `lab` once its API listens, or undefined (none, one still starting, or a
@@ -49,7 +41,7 @@ function liveClaim(lab: string): AgentInfo | undefined {
   } catch {
     return undefined;
   }
-  return info.version === 1 && typeof info.pid === 'number' && alive(info.pid) ? info : undefined;
+  return info.version === 1 && typeof info.pid === 'number' && processAlive(info.pid) ? info : undefined;
 }
 
 /** Written atomically, like the lab's state. */

@@ -16,6 +16,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { agentInfoFile, readAgentInfo, type AgentInfo } from '../agent/discovery.js';
 import { checkLabName, labDir } from './state.js';
+import { processAlive } from '../process.js';
 
 /** The lab's agent aggregates allowed flows over this interval (shorter than the agent's own
  * default: a lab is watched by a person, `weir lab observe` shows rows as intervals end). */
@@ -51,15 +52,6 @@ export class LabAgentError extends Error {
   constructor(readonly lab: string, readonly reason: string, readonly log: string) {
     super(reason);
     this.name = 'LabAgentError';
-  }
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 
@@ -123,7 +115,7 @@ export async function startLabAgent(lab: string, opts: LabAgentOptions = {}): Pr
   writeFileSync(labAgentPidFile(lab), `${pid}\n`);
   const deadline = Date.now() + (opts.readyTimeoutMs ?? AGENT_READY_TIMEOUT_MS);
   for (;;) {
-    if (exited !== undefined || !alive(pid)) {
+    if (exited !== undefined || !processAlive(pid)) {
       rmSync(labAgentPidFile(lab), { force: true });
       throw new LabAgentError(lab, lastWords(log) ?? `the agent stopped (${exited ?? 'gone'})`, log);
     }
@@ -148,7 +140,7 @@ function pidIn(file: string, read: (text: string) => number | undefined): number
 
 async function waitGone(pid: number, timeoutMs: number): Promise<boolean> {
   const end = Date.now() + timeoutMs;
-  while (alive(pid)) {
+  while (processAlive(pid)) {
     if (Date.now() > end) return false;
     await sleep(POLL_MS);
   }
@@ -164,7 +156,7 @@ export async function stopLabAgent(lab: string, timeoutMs = AGENT_STOP_TIMEOUT_M
   const stopped: number[] = [];
   const started = pidIn(labAgentPidFile(lab), (t) => Number(t.trim()));
   for (const pid of started !== undefined ? [started] : []) {
-    if (pid === process.pid || !alive(pid) || !isAgentProcess(pid)) continue;
+    if (pid === process.pid || !processAlive(pid) || !isAgentProcess(pid)) continue;
     try { process.kill(pid, 'SIGTERM'); } catch { continue; /* gone meanwhile */ }
     if (!await waitGone(pid, timeoutMs)) {
       try { process.kill(pid, 'SIGKILL'); } catch { /* gone meanwhile */ }
@@ -175,7 +167,7 @@ export async function stopLabAgent(lab: string, timeoutMs = AGENT_STOP_TIMEOUT_M
   rmSync(labAgentPidFile(lab), { force: true });
   // The agent removes its agent.json as it stops; a killed one cannot.
   const left = pidIn(agentInfoFile(lab), (t) => (JSON.parse(t) as { pid?: number }).pid);
-  if (existsSync(agentInfoFile(lab)) && (left === undefined || !alive(left))) rmSync(agentInfoFile(lab), { force: true });
+  if (existsSync(agentInfoFile(lab)) && (left === undefined || !processAlive(left))) rmSync(agentInfoFile(lab), { force: true });
   return stopped;
 }
 

@@ -44,6 +44,7 @@ import {
   PodPort,
   formatPortSpec,
 } from './agent-protocol.js';
+import { processAlive } from '../process.js';
 
 export type { L4Protocol, PodPort } from './agent-protocol.js';
 
@@ -546,25 +547,16 @@ function isPodAgent(pid: number, socketPath?: string): boolean {
   return socketPath === undefined || argv.includes(socketPath);
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 async function stopAgent(pid: number, socketPath?: string): Promise<void> {
   if (!isPodAgent(pid, socketPath)) return;
   try { process.kill(pid, 'SIGTERM'); } catch { return; }
   const deadline = Date.now() + AGENT_STOP_TIMEOUT_MS;
   while (Date.now() < deadline) {
-    if (!alive(pid) || !isPodAgent(pid)) return;
+    if (!processAlive(pid) || !isPodAgent(pid)) return;
     await sleep(20);
   }
   try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
-  while (alive(pid) && isPodAgent(pid)) await sleep(20);
+  while (processAlive(pid) && isPodAgent(pid)) await sleep(20);
 }
 
 function tail(file: string, lines = 20): string {

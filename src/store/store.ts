@@ -18,6 +18,7 @@ import type { FlowRow } from './row.js';
 import { DEFAULT_RETENTION, FLOWS_TABLE, type Retention, type Target } from './schema.js';
 import { FilterError, Params, QUERY_TIMEOUT_S, READ_SETTINGS, buildWhere } from './sql.js';
 import { summarize, type Summary } from './summary.js';
+import { processAlive } from '../process.js';
 
 export type { Summary, SummaryGroup, SummarySource } from './summary.js';
 
@@ -178,15 +179,6 @@ function removeStaleBlocks(dir: string): void {
     if (!m) continue;
     const pid = Number(m[1]);
     if (pid !== process.pid && !processAlive(pid)) rmSync(path.join(dir, name), { force: true });
-  }
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 

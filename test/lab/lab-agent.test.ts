@@ -16,6 +16,7 @@ import { agentInfoFile, readAgentInfo } from '../../src/agent/discovery.js';
 import { stopLabAgent } from '../../src/lab/lab-agent.js';
 import type { FlowRow } from '../../src/store/row.js';
 import { repoRoot } from '../../src/paths.js';
+import { processAlive } from '../../src/process.js';
 
 const run = promisify(execFile);
 const CLI = path.join(repoRoot, 'dist', 'src', 'cli', 'main.js');
@@ -54,10 +55,6 @@ spec:
   policyTypes: [Ingress]
   ingress: [{from: [{podSelector: {matchLabels: {app: a}}}], ports: [{port: 80}]}]
 `;
-
-function alive(pid: number): boolean {
-  try { process.kill(pid, 0); return true; } catch { return false; }
-}
 
 const mapped = (ip: string) => `::ffff:${ip}`;
 
@@ -100,7 +97,7 @@ test('CLI: lab up starts the flow agent; observe reads denied flows from it; lab
     assert.equal(m[4], path.join(labDir(t.name), 'agent.log'));
 
     // A process of its own, running `weir agent --lab NAME`, ready: agent.json names it, /readyz answers.
-    assert.ok(alive(agentPid), 'the agent process runs after lab up returned');
+    assert.ok(processAlive(agentPid), 'the agent process runs after lab up returned');
     assert.notEqual(agentPid, process.pid);
     const argv = readFileSync(`/proc/${agentPid}/cmdline`, 'utf8').split('\0');
     assert.deepEqual(argv.slice(argv.indexOf('agent'), argv.indexOf('agent') + 3), ['agent', '--lab', t.name]);
@@ -166,7 +163,7 @@ test('CLI: lab up starts the flow agent; observe reads denied flows from it; lab
     const down = await t.cli('lab', 'down');
     assert.match(down.stdout, new RegExp(`^stopped the flow agent \\(pid ${agentPid}\\)$`, 'm'));
     assert.match(down.stdout, /is down/);
-    assert.equal(alive(agentPid), false, 'no agent process');
+    assert.equal(processAlive(agentPid), false, 'no agent process');
     assert.equal(existsSync(agentInfoFile(t.name)), false, 'no agent.json');
     assert.equal(existsSync(labPinRoot(t.name)), false, 'no pins');
     assert.equal(existsSync(labDir(t.name)), false, 'no lab directory');
@@ -178,7 +175,7 @@ test('CLI: lab up starts the flow agent; observe reads denied flows from it; lab
     assert.match(after.stdout, /DENIED\s+x\/d\s+x\/b/);
   } finally {
     await t.cleanup();
-    if (agentPid !== undefined && alive(agentPid)) { process.kill(agentPid, 'SIGKILL'); assert.fail('the agent outlived the lab'); }
+    if (agentPid !== undefined && processAlive(agentPid)) { process.kill(agentPid, 'SIGKILL'); assert.fail('the agent outlived the lab'); }
   }
 });
 
@@ -243,7 +240,7 @@ test('down stops the agent of a half-gone lab; one that ignores SIGTERM is kille
   try {
     const up = await t.cli('lab', 'up', '-f', t.pods, '--agent-data-dir', t.store);
     agentPid = Number(/^flow agent: pid (\d+)/m.exec(up.stdout)?.[1]);
-    assert.ok(alive(agentPid));
+    assert.ok(processAlive(agentPid));
     // A stopped process leaves SIGTERM pending: only SIGKILL ends it.
     process.kill(agentPid, 'SIGSTOP');
     // Half gone: the state file is lost (a failed teardown); pins, namespaces and the agent remain.
@@ -251,7 +248,7 @@ test('down stops the agent of a half-gone lab; one that ignores SIGTERM is kille
     const t0 = Date.now();
     assert.deepEqual(await stopLabAgent(t.name, 1_000), [agentPid]);
     assert.ok(Date.now() - t0 >= 1_000, 'SIGTERM first, SIGKILL after the timeout');
-    assert.equal(alive(agentPid), false, 'no agent process');
+    assert.equal(processAlive(agentPid), false, 'no agent process');
     assert.equal(existsSync(agentInfoFile(t.name)), false, 'a killed agent\'s agent.json is removed');
     assert.deepEqual(await stopLabAgent(t.name), [], 'twice is fine');
     const down = await t.cli('lab', 'down');
@@ -259,7 +256,7 @@ test('down stops the agent of a half-gone lab; one that ignores SIGTERM is kille
     assert.equal(existsSync(labDir(t.name)), false);
     assert.equal(existsSync(labPinRoot(t.name)), false);
   } finally {
-    if (agentPid !== undefined && alive(agentPid)) process.kill(agentPid, 'SIGKILL');
+    if (agentPid !== undefined && processAlive(agentPid)) process.kill(agentPid, 'SIGKILL');
     await t.cleanup();
   }
 });
