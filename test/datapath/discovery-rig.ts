@@ -16,10 +16,10 @@ import { podKey, type DiscoveryPod } from '../../src/datapath/discovery/discover
 import { type Placement } from '../../src/datapath/discovery/reconciler.js';
 import { connect, NodeLayout, removeLeftovers, type BuiltPod, type LayoutStyle } from './discovery-layouts.js';
 import { requireBpf } from '../helpers/datapath.js';
+import { testPinRoot } from '../helpers/pins.js';
 
 const PREFIX = 'wdrc';
 export const PORT = 8080;
-let pins = 0;
 
 /** Everything one scenario needs, torn down in finally. */
 export interface Rig {
@@ -36,7 +36,7 @@ export async function withRig(tag: string, style: LayoutStyle, subnet: number, f
   requireBpf();
   const layout = new NodeLayout(`${PREFIX}-${tag}`, style, subnet);
   await removeLeftovers(layout.prefix);
-  const pinRoot = `/sys/fs/bpf/weir-test-${PREFIX}-${process.pid}-${++pins}`;
+  const pinRoot = testPinRoot(`weir-test-${PREFIX}`);
   let dp: Datapath | undefined;
   let reader: RingBufferReader | undefined;
   try {

@@ -21,6 +21,7 @@ import { FAMILY_RULES, classifyPins, parseMapName, upgradeLines, type UpgradeSum
 import type { CompiledDatapath, PolicyEntry } from '../../src/policy/compile.js';
 import { requireBpf } from '../helpers/datapath.js';
 import { tcpPacket, TcpFlag } from '../helpers/packets.js';
+import { testPinRoot } from '../helpers/pins.js';
 
 const TC_ACT_OK = 0;
 const TC_ACT_SHOT = 2;
@@ -28,8 +29,7 @@ const TC_ACT_SHOT = 2;
 const POD_A = '10.77.0.1'; // identity 100, ingress isolated: TCP 80 from identity 200 only (rule 7)
 const POD_B = '10.77.0.2'; // identity 200, not isolated
 
-let roots = 0;
-const newRoot = () => `/sys/fs/bpf/weir-test-upg-${process.pid}-${++roots}`;
+const newRoot = () => testPinRoot('weir-test-upg');
 
 /** The policy both agents apply, as the compiler would emit it. */
 function compiled(): CompiledDatapath {

@@ -9,6 +9,7 @@ import * as abi from '../../src/datapath/abi.js';
 import { bpfObjectPath } from '../../src/paths.js';
 import { applyCompiled, type ApplyStats, type SlotCache } from '../../src/datapath/datapath.js';
 import type { CompiledDatapath } from '../../src/policy/compile.js';
+import { testPinRoot } from './pins.js';
 
 export interface PortRule {
   proto: number;
@@ -34,7 +35,6 @@ export interface PodSpec {
   local?: boolean;
 }
 
-let instances = 0;
 
 const SLOT_KINDS: readonly abi.SlotKind[] = ['endpoints', 'policy', 'prange', 'ipcache', 'hostif', 'gtier', 'grules', 'gset', 'gport'];
 const SLOT_MAP_NAMES = new Set(SLOT_KINDS.flatMap((k) => Array.from({ length: abi.SLOTS }, (_, slot) => abi.slotMapName(k, slot))));
@@ -72,7 +72,7 @@ export class TestDatapath {
     requireBpf();
     const objPath = bpfObjectPath('weir');
     if (!existsSync(objPath)) throw new Error(`${objPath} is missing: build it first (bash scripts/build.sh)`);
-    const pinRoot = path.join('/sys/fs/bpf', `weir-test-dp-${process.pid}-${++instances}`);
+    const pinRoot = testPinRoot('weir-test-dp');
     ensureBpffs(pinRoot);
     let obj: BpfObject | undefined;
     try {

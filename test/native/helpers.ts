@@ -7,6 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { repoRoot } from '../../src/paths.js';
 import { ensureBpffs } from '../../src/datapath/libbpf.js';
+import { testPinRoot } from '../helpers/pins.js';
 
 /** sizeof(struct __sk_buff) and offsets the tests use */
 export const SKB_SIZE = 192;
@@ -64,7 +65,7 @@ let seq = 0;
 /** A fresh, unique directory on bpffs; remove it with removePinDir in finally. */
 export function makePinDir(): string {
   requireBpf();
-  const dir = `/sys/fs/bpf/weir-test-native-${process.pid}-${seq++}`;
+  const dir = testPinRoot('weir-test-native');
   ensureBpffs(dir);
   return dir;
 }

@@ -8,6 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { MAIN } from './rig.js';
+import { testPinRoot } from '../helpers/pins.js';
 
 const execFileP = promisify(execFile);
 
@@ -24,7 +25,7 @@ async function weir(args: readonly string[]): Promise<{ code: number; stderr: st
 test('bad node agent flags are refused, naming the flag, and nothing is made', async () => {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'wnc-'));
   const data = path.join(dir, 'data');
-  const pins = `/sys/fs/bpf/weir-test-wnc-${process.pid}`;
+  const pins = testPinRoot('weir-test-wnc');
   const empty = path.join(dir, 'empty');
   writeFileSync(path.join(dir, 'token'), '');
   const base = ['agent', '--datastore', 'files', '--manifests', dir, '--node', 'n1', '--data-dir', data, '--pin-root', pins];

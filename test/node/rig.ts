@@ -12,6 +12,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { NodeLayout, removeLeftovers, sh, type LayoutStyle } from '../datapath/discovery-layouts.js';
+import { testPinRoot } from '../helpers/pins.js';
 
 const execFileP = promisify(execFile);
 export const MAIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../src/cli/main.js');
@@ -79,7 +80,7 @@ export class NodeRig {
     this.dir = mkdtempSync(path.join(os.tmpdir(), `${prefix}-`));
     this.manifests = path.join(this.dir, 'manifests');
     this.dataDir = path.join(this.dir, 'data');
-    this.pinRoot = `/sys/fs/bpf/weir-test-${prefix}-${process.pid}`;
+    this.pinRoot = testPinRoot(`weir-test-${prefix}`);
   }
 
   get node(): string {

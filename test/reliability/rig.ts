@@ -18,6 +18,7 @@ import { ruleNamer, type RuleNamer } from '../../src/flows/enrich.js';
 import { repoRoot } from '../../src/paths.js';
 import { tcpPacket, TcpFlag } from '../helpers/packets.js';
 import type { ProducerConfig, ProducerPair } from '../../bench/pipeline-child.js';
+import { testPinRoot } from '../helpers/pins.js';
 
 export const SERVER_PORT = 8080;
 /** BPF_PROG_TEST_RUN's return codes: TC_ACT_OK (allowed), TC_ACT_SHOT (denied) */
@@ -49,7 +50,7 @@ export interface Rig {
 /** rel-srv/server (app=server) admits team=ok pods of any namespace on 8080; rel-a has 4 such
  * clients, rel-b 4 clients of team=other (denied by default deny). */
 export async function installRig(name: string): Promise<Rig> {
-  const pinRoot = path.join('/sys/fs/bpf', `rel-${name}-${process.pid}`);
+  const pinRoot = testPinRoot(`rel-${name}`);
   const dir = mkdtempSync(path.join(os.tmpdir(), `rel-${name}-`));
   if (existsSync(pinRoot)) Datapath.uninstall(pinRoot);
   let dp: Datapath | undefined;
