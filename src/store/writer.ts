@@ -256,7 +256,8 @@ export class FlowWriter {
 
   async #loop(): Promise<void> {
     // Up to MAX_IN_FLIGHT batches at once: the next batch is encoded (on this thread) while the
-    // store writes the previous one (on its own), which is most of an embedded store's speed.
+    // store writes the previous one (a server's round trip, or chDB on its own threads; on 2 vCPUs
+    // the embedded store measured the same either way, its merges already using the second core).
     // Each batch keeps its token, retries and spooling, so order between batches never mattered.
     const inFlight = new Set<Promise<void>>();
     try {
